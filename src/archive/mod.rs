@@ -1,0 +1,88 @@
+//! Archive stage: walk the sources -> tar stream -> compression, written to any [`Write`].
+//!
+//! This is synchronous code meant for a blocking thread; `run` connects its output to the
+//! destinations through [`crate::stream`]. Memory is fixed: one read buffer, one write
+//! buffer, and the compressor's own working set (which depends on level and threads, never
+//! on the data size).
+
+mod compress;
+mod tarball;
+
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+pub use compress::Codec;
+use compress::Compressor;
+use regex::bytes::Regex;
+use tarball::TarWalker;
+
+/// Buffer between the tar records and the compressor, so 512-byte headers reach it in
+/// batches. File bodies larger than this pass through without a copy.
+const WRITE_BUF: usize = 256 << 10;
+
+/// What one archive contains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArchiveStats {
+    /// Records written (files, folders, links, special files).
+    pub entries: u64,
+    /// Regular files whose content was stored.
+    pub files: u64,
+    /// Bytes of file content read.
+    pub file_bytes: u64,
+    /// Files that vanished or changed while being read, one message each.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable { path: PathBuf, source: io::Error },
+    #[error("the source folder {} does not exist", .0.display())]
+    SourceMissing(PathBuf),
+    #[error("writing the archive stream failed: {0}")]
+    Output(io::Error),
+}
+
+/// Writes a complete archive of `sources` to `out`, returning `out` and what was stored.
+///
+/// On error nothing more is written and `out` is dropped unfinished: callers must treat what
+/// reached it as garbage (the [`crate::stream::ChunkWriter`] does this by itself).
+pub fn write_archive<W: Write + Send + 'static>(
+    sources: &[PathBuf],
+    exclude: Option<&Regex>,
+    codec: Codec,
+    out: W,
+) -> Result<(W, ArchiveStats), ArchiveError> {
+    for source in sources {
+        if !source.exists() {
+            return Err(ArchiveError::SourceMissing(source.clone()));
+        }
+    }
+    let mut compressor = Compressor::new(codec, out).map_err(ArchiveError::Output)?;
+    match write_tar(sources, exclude, &mut compressor) {
+        Ok(stats) => {
+            let out = compressor.finish().map_err(ArchiveError::Output)?;
+            Ok((out, stats))
+        }
+        Err(e) => {
+            compressor.abort();
+            Err(e)
+        }
+    }
+}
+
+fn write_tar<W: Write>(
+    sources: &[PathBuf],
+    exclude: Option<&Regex>,
+    out: W,
+) -> Result<ArchiveStats, ArchiveError> {
+    let mut walker = TarWalker::new(BufWriter::with_capacity(WRITE_BUF, out), exclude);
+    for source in sources {
+        walker.add_tree(Path::new(source))?;
+    }
+    let (buffered, stats) = walker.finish()?;
+    buffered
+        .into_inner()
+        .map_err(|e| ArchiveError::Output(e.into_error()))?;
+    Ok(stats)
+}

@@ -1,0 +1,155 @@
+//! Archive names: `BACKUP_FILENAME` rendered the way docker-volume-backup renders it.
+//!
+//! Order: the `{{ .Extension }}` template first, then `$VAR` expansion (done by `config` when
+//! `BACKUP_FILENAME_EXPAND=true`), then strftime verbs with the run's start time in `TZ`.
+
+use std::sync::LazyLock;
+
+use jiff::Zoned;
+use regex::Regex;
+
+/// A template action such as `{{ .Extension }}` or `{{- .Extension -}}`.
+static ACTION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{\{-?\s*(.*?)\s*-?\}\}").expect("static regex"));
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilenameError {
+    #[error("unsupported template action {action}; the only one available is {{{{ .Extension }}}}")]
+    UnknownAction { action: String },
+    #[error("invalid strftime pattern: {0}")]
+    Strftime(String),
+    #[error("{0}")]
+    NotPlain(String),
+}
+
+/// A validated archive-name template whose extension is already filled in.
+#[derive(Debug, Clone)]
+pub struct FilenameTemplate {
+    pattern: String,
+    extension: &'static str,
+}
+
+impl FilenameTemplate {
+    /// Fills in `{{ .Extension }}` and checks that the result renders to a plain file name.
+    pub fn new(raw: &str, extension: &'static str) -> Result<Self, FilenameError> {
+        let mut unknown = None;
+        let pattern = ACTION.replace_all(raw, |caps: &regex::Captures<'_>| {
+            if &caps[1] == ".Extension" {
+                extension.to_owned()
+            } else {
+                unknown.get_or_insert_with(|| caps[0].to_owned());
+                String::new()
+            }
+        });
+        if let Some(action) = unknown {
+            return Err(FilenameError::UnknownAction { action });
+        }
+        let template = Self {
+            pattern: pattern.into_owned(),
+            extension,
+        };
+        // Render once now so a bad pattern is a configuration error, not a failed run.
+        let probe = jiff::Timestamp::UNIX_EPOCH.to_zoned(jiff::tz::TimeZone::UTC);
+        template.render(&probe)?;
+        Ok(template)
+    }
+
+    /// The archive name for a run that started at `at`.
+    pub fn render(&self, at: &Zoned) -> Result<String, FilenameError> {
+        let name = jiff::fmt::strtime::format(&self.pattern, at)
+            .map_err(|e| FilenameError::Strftime(e.to_string()))?;
+        check_plain_name(&name).map_err(FilenameError::NotPlain)?;
+        Ok(name)
+    }
+
+    /// `tar`, `tar.gz` or `tar.zst`.
+    pub fn extension(&self) -> &'static str {
+        self.extension
+    }
+}
+
+/// A name that can live directly inside the archive folder: not empty, no `/`, no NUL, not
+/// `.` or `..`, and not hidden (hidden names are reserved for in-progress uploads).
+pub fn check_plain_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("renders to an empty name".into())
+    } else if name.contains('/') || name.contains('\0') {
+        Err(format!(
+            "renders to {name:?}, which is not a plain file name (no '/' allowed)"
+        ))
+    } else if name.starts_with('.') {
+        Err(format!(
+            "renders to {name:?}; names starting with '.' are reserved for unfinished uploads"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str, tz: &str) -> Zoned {
+        format!("{s}[{tz}]").parse().unwrap()
+    }
+
+    #[test]
+    fn default_name_matches_the_reference() {
+        let t = FilenameTemplate::new(crate::config::DEFAULT_FILENAME, "tar.gz").unwrap();
+        let name = t.render(&at("2026-11-22T09:05:07", "UTC")).unwrap();
+        assert_eq!(name, "backup-2026-11-22T09-05-07.tar.gz");
+    }
+
+    #[test]
+    fn template_spacing_variants_all_work() {
+        for raw in [
+            "x.{{ .Extension }}",
+            "x.{{.Extension}}",
+            "x.{{- .Extension -}}",
+            "x.{{  .Extension  }}",
+        ] {
+            let t = FilenameTemplate::new(raw, "tar.zst").unwrap();
+            assert_eq!(
+                t.render(&at("2026-01-01T00:00:00", "UTC")).unwrap(),
+                "x.tar.zst"
+            );
+        }
+    }
+
+    #[test]
+    fn time_is_rendered_in_the_runs_zone() {
+        let t = FilenameTemplate::new("%Y%m%d-%H%M%z.tar", "tar").unwrap();
+        let berlin = at("2026-07-01T23:30:00", "Europe/Berlin");
+        assert_eq!(t.render(&berlin).unwrap(), "20260701-2330+0200.tar");
+        let ny = berlin.with_time_zone(jiff::tz::TimeZone::get("America/New_York").unwrap());
+        assert_eq!(t.render(&ny).unwrap(), "20260701-1730-0400.tar");
+    }
+
+    #[test]
+    fn bad_templates_are_rejected_with_the_reason() {
+        let e = FilenameTemplate::new("x.{{ .Ext }}", "tar").unwrap_err();
+        assert!(e.to_string().contains("{{ .Ext }}"), "{e}");
+        assert!(matches!(
+            FilenameTemplate::new("x-%i.tar", "tar"),
+            Err(FilenameError::Strftime(_))
+        ));
+        assert!(matches!(
+            FilenameTemplate::new("dir/x.tar", "tar"),
+            Err(FilenameError::NotPlain(_))
+        ));
+        assert!(matches!(
+            FilenameTemplate::new("100%%", "tar").and_then(|t| t.render(&at(
+                "2026-01-01T00:00:00",
+                "UTC"
+            ))),
+            Ok(ref n) if n == "100%"
+        ));
+        assert!(FilenameTemplate::new(".hidden.tar", "tar").is_err());
+        assert!(matches!(
+            FilenameTemplate::new("50%", "tar"),
+            Err(FilenameError::Strftime(_))
+        ));
+        assert!(FilenameTemplate::new("", "tar").is_err());
+    }
+}

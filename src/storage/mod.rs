@@ -1,0 +1,52 @@
+//! Destinations. Every backend implements [`Storage`] and knows nothing of the others; `run`
+//! hands each one the archive as a [`ByteStream`].
+//!
+//! The contract every backend keeps: nothing appears under the final name unless the whole
+//! stream arrived without an error item. A failed or cancelled `put` leaves no partial file
+//! under that name.
+
+mod local;
+
+use std::io;
+
+use async_trait::async_trait;
+
+pub use local::LocalStorage;
+
+use crate::stream::ByteStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The archive stream reported an error: the producer failed, the upload was discarded.
+    #[error("the archive was not complete: {0}")]
+    Incomplete(io::Error),
+    /// The destination itself failed; `what` says which operation on which object.
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+}
+
+impl StorageError {
+    pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
+        StorageError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// What a successful `put` stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Where the archive now is, for logs and hooks (a path or URL, without secrets).
+    pub location: String,
+    pub bytes: u64,
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync {
+    /// The backend's name as users write it in `BACKUP_SKIP_BACKENDS_FROM_PRUNE`.
+    fn name(&self) -> &'static str;
+
+    /// Stores `data` under `name`, atomically: the name appears only once all of it is stored.
+    async fn put(&self, name: &str, data: ByteStream) -> Result<Stored, StorageError>;
+}

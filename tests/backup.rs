@@ -1,0 +1,290 @@
+//! `dunnage backup` end to end: the real binary, a real source tree, the system `tar`.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::*;
+
+fn round_trip(compression: &str, extension: &str) {
+    let s = Setup::new();
+    build_rich_tree(&s.src);
+    let out = run(s.backup().env("BACKUP_COMPRESSION", compression));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let archive = s.only_archive();
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("backup-") && name.ends_with(extension),
+        "{name}"
+    );
+    assert_eq!(
+        fs::metadata(&archive).unwrap().mode() & 0o777,
+        0o600,
+        "archives are private to their owner"
+    );
+    // The stock tools accept the stream.
+    match compression {
+        "gz" => assert!(
+            std::process::Command::new("gzip")
+                .arg("-t")
+                .arg(&archive)
+                .status()
+                .unwrap()
+                .success()
+        ),
+        "zst" => assert!(
+            std::process::Command::new("zstd")
+                .arg("-qt")
+                .arg(&archive)
+                .status()
+                .unwrap()
+                .success()
+        ),
+        _ => {}
+    }
+    let dest = s.tmp.path().join("restore");
+    extract(&archive, &dest);
+    assert_same_tree(&s.src, &dest, &[]);
+}
+
+#[test]
+fn gzip_archive_restores_byte_for_byte() {
+    round_trip("gz", ".tar.gz");
+}
+
+#[test]
+fn zstd_archive_restores_byte_for_byte() {
+    round_trip("zst", ".tar.zst");
+}
+
+#[test]
+fn uncompressed_archive_restores_byte_for_byte() {
+    round_trip("none", ".tar");
+}
+
+#[test]
+fn entries_are_stored_relative_to_root() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    assert!(run(&mut s.backup()).status.success());
+    let src = s
+        .src
+        .strip_prefix("/")
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(list(&s.only_archive()), [src.clone(), format!("{src}/f")]);
+}
+
+#[test]
+fn an_excluded_folder_skips_its_whole_subtree() {
+    let s = Setup::new();
+    build_rich_tree(&s.src);
+    fs::create_dir_all(s.src.join("cache/inner")).unwrap();
+    fs::write(
+        s.src.join("cache/inner/keep.txt"),
+        "would match nothing alone",
+    )
+    .unwrap();
+    fs::write(s.src.join("app_data/tmp.log"), "noise").unwrap();
+    // `/cache$` matches only the folder itself: its children do not match the expression, so
+    // they are left out only because the folder's whole subtree is skipped.
+    let out = run(s.backup().env("BACKUP_EXCLUDE_REGEXP", r"/cache$|\.log$"));
+    assert!(out.status.success());
+
+    let dest = s.tmp.path().join("restore");
+    extract(&s.only_archive(), &dest);
+    let cache = s.src.join("cache");
+    let log = s.src.join("app_data/tmp.log");
+    assert_same_tree(&s.src, &dest, &[&cache, &log]);
+}
+
+#[test]
+fn the_file_name_is_rendered_like_the_reference() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let zone = jiff::tz::TimeZone::get("Pacific/Kiritimati").unwrap();
+    let before = jiff::Zoned::now().with_time_zone(zone.clone());
+    let out = run(s
+        .backup()
+        .env("TZ", "Pacific/Kiritimati")
+        .env("APP", "shop")
+        .env("BACKUP_FILENAME_EXPAND", "true")
+        .env("BACKUP_COMPRESSION", "zst")
+        .env(
+            "BACKUP_FILENAME",
+            "$APP-${APP}_%Y-%m-%d_%z.{{ .Extension }}",
+        ));
+    assert!(out.status.success());
+    let after = jiff::Zoned::now().with_time_zone(zone);
+    let expect = |at: &jiff::Zoned| format!("shop-shop_{}_+1400.tar.zst", at.strftime("%Y-%m-%d"));
+    let names = s.archive_names();
+    assert!(
+        names == [expect(&before)] || names == [expect(&after)],
+        "{names:?}"
+    );
+}
+
+#[test]
+fn without_expansion_dollar_signs_stay_literal() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let out = run(s
+        .backup()
+        .env("APP", "shop")
+        .env("BACKUP_COMPRESSION", "none")
+        .env("BACKUP_FILENAME", "$APP.{{ .Extension }}"));
+    assert!(out.status.success());
+    assert_eq!(s.archive_names(), ["$APP.tar"]);
+}
+
+#[test]
+fn the_latest_symlink_points_at_the_newest_archive() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    for (name, content) in [("first", "1"), ("second", "2")] {
+        fs::write(s.src.join("f"), content).unwrap();
+        let out = run(s
+            .backup()
+            .env("BACKUP_COMPRESSION", "none")
+            .env("BACKUP_FILENAME", format!("{name}.tar"))
+            .env("BACKUP_LATEST_SYMLINK", "latest.tar"));
+        assert!(out.status.success());
+        assert_eq!(
+            fs::read_link(s.out.join("latest.tar")).unwrap(),
+            Path::new(&format!("{name}.tar"))
+        );
+    }
+    assert_eq!(s.archive_names(), ["first.tar", "latest.tar", "second.tar"]);
+    // Following the link reaches the newest archive's content.
+    let dest = s.tmp.path().join("restore");
+    extract(&s.out.join("latest.tar"), &dest);
+    assert_eq!(
+        fs::read_to_string(extracted(&dest, &s.src.join("f"))).unwrap(),
+        "2"
+    );
+}
+
+#[test]
+fn an_unreadable_file_fails_the_run_and_leaves_nothing() {
+    let s = Setup::new();
+    build_rich_tree(&s.src);
+    let secret = s.src.join("app_data/secret.key");
+    fs::write(&secret, "k").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    // The socket from the rich tree is irrelevant here and root-owned; drop it.
+    let _ = fs::remove_file(s.src.join("socket"));
+
+    let mut cmd = s.backup();
+    if is_root() {
+        // Root reads any file; run as an unprivileged user so the permission bits bite. That
+        // user cannot reach the build folder below /root, so it runs a copy of the binary.
+        use std::os::unix::process::CommandExt;
+        let nobody = 65534;
+        let bin = s.tmp.path().join("dunnage");
+        fs::copy(env!("CARGO_BIN_EXE_dunnage"), &bin).unwrap();
+        let template = cmd;
+        cmd = std::process::Command::new(&bin);
+        cmd.env_clear()
+            .args(template.get_args())
+            .envs(template.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        for p in walkdir::WalkDir::new(s.tmp.path()) {
+            let p = p.unwrap().into_path();
+            if p != secret {
+                let _ = std::os::unix::fs::lchown(&p, Some(nobody), Some(nobody));
+            }
+        }
+        cmd.uid(nobody).gid(nobody);
+    }
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot read {}", secret.display())),
+        "{err}"
+    );
+    assert!(err.contains("Permission denied"), "{err}");
+    assert_eq!(
+        s.archive_names(),
+        Vec::<String>::new(),
+        "no archive, no partial file"
+    );
+}
+
+#[test]
+fn a_missing_source_folder_fails_with_its_name() {
+    let s = Setup::new();
+    let missing = s.tmp.path().join("not-mounted");
+    let out = run(s.backup().env("BACKUP_SOURCES", &missing));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(&format!("{} does not exist", missing.display())));
+    assert!(s.archive_names().is_empty());
+}
+
+#[test]
+fn a_missing_archive_folder_turns_local_storage_off_and_says_so() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let missing = s.tmp.path().join("no-archive");
+    let out = run(s.backup().env("BACKUP_ARCHIVE", &missing));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("local storage is off"), "{err}");
+    assert!(
+        err.contains(&format!("BACKUP_ARCHIVE={}", missing.display())),
+        "{err}"
+    );
+    assert!(!missing.exists());
+}
+
+#[test]
+fn invalid_settings_are_all_reported_with_exit_code_2() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let out = run(s
+        .backup()
+        .env("BACKUP_COMPRESSION", "brotli")
+        .env("BACKUP_EXCLUDE_REGEXP", "[z-a]")
+        .env("BACKUP_FILENAME", "x-{{ .Name }}")
+        .env("BACKUP_FILENAME_EXPAND", "maybe"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for needle in [
+        "4 problems",
+        r#"BACKUP_COMPRESSION="brotli": expected one of gz, zst, none"#,
+        r#"BACKUP_EXCLUDE_REGEXP="[z-a]""#,
+        r#"BACKUP_FILENAME="x-{{ .Name }}""#,
+        r#"BACKUP_FILENAME_EXPAND="maybe": expected a boolean"#,
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
+    assert!(
+        s.archive_names().is_empty(),
+        "nothing runs on invalid configuration"
+    );
+}
+
+#[test]
+fn invoked_as_backup_it_runs_a_backup() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let link = s.tmp.path().join("backup");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_dunnage"), &link).unwrap();
+    // Same environment as `dunnage backup`, but no subcommand: the name says it.
+    let template = s.backup();
+    let mut cmd = std::process::Command::new(&link);
+    cmd.env_clear()
+        .envs(template.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let out = run(&mut cmd);
+    assert!(out.status.success());
+    assert!(s.only_archive().to_string_lossy().ends_with(".tar.gz"));
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let out = run(dunnage().arg("no-such-command"));
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,223 @@
+//! Faults during a backup: files that change under the reader, a run killed half-way, and
+//! the memory bound on a large source.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const GIB: u64 = 1 << 30;
+
+/// A sparse file: `size` bytes that take no disk space and read as zeros, fast.
+fn sparse(path: &Path, size: u64) {
+    fs::File::create(path).unwrap().set_len(size).unwrap();
+}
+
+/// Waits until process `pid` has `target` open (it is being read right now).
+fn wait_until_open(child: &mut Child, target: &Path) {
+    let fds = format!("/proc/{}/fd", child.id());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(entries) = fs::read_dir(&fds) {
+            if entries
+                .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+                .any(|p| p == target)
+            {
+                return;
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "dunnage ended before opening {target:?}"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    panic!("dunnage never opened {}", target.display());
+}
+
+#[test]
+fn files_that_change_or_vanish_while_read_are_warnings_and_the_archive_stays_valid() {
+    let s = Setup::new();
+    let shrinks = s.src.join("1-shrinks.bin");
+    let grows = s.src.join("2-grows.bin");
+    let vanishes = s.src.join("3-vanishes.txt");
+    let steady = s.src.join("4-steady.txt");
+    sparse(&shrinks, GIB);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&shrinks)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &[b'A'; 4096]))
+        .unwrap();
+    sparse(&grows, GIB);
+    fs::write(&vanishes, "here at the start").unwrap();
+    fs::write(&steady, "unchanged").unwrap();
+
+    let mut child = s
+        .backup()
+        .env("BACKUP_COMPRESSION", "zst")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_open(&mut child, &shrinks);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&shrinks)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    fs::remove_file(&vanishes).unwrap();
+    wait_until_open(&mut child, &grows);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&grows)
+        .unwrap()
+        .set_len(GIB + 10)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    eprintln!("{err}");
+
+    assert!(out.status.success(), "changed files are not a failure");
+    // It shrank to 4096 bytes, but dunnage may have read further before the truncation.
+    let shrank = format!("{}: shrank from {GIB} to ", shrinks.display());
+    let read: u64 = err
+        .split(&shrank)
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no shrink warning in {err}"));
+    assert!((4096..GIB).contains(&read), "{read}");
+    assert!(
+        err.contains(&format!("{}: grew while being read", grows.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{}: vanished", vanishes.display())),
+        "{err}"
+    );
+    assert!(err.contains("3 warning(s)"), "{err}");
+
+    // The archive is valid and has the entries with the sizes their headers announced.
+    let archive = s.only_archive();
+    let listing = std::process::Command::new("tar")
+        .args(["--zstd", "-tvf"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let size_of = |name: &str| -> u64 {
+        let line = listing.lines().find(|l| l.ends_with(name)).unwrap();
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    assert_eq!(size_of("1-shrinks.bin"), GIB);
+    assert_eq!(size_of("2-grows.bin"), GIB);
+    assert!(!listing.contains("3-vanishes.txt"));
+    // The entry after the changed ones is intact: the stream stayed aligned.
+    let steady_name = steady.strip_prefix("/").unwrap();
+    let content = std::process::Command::new("tar")
+        .args(["--zstd", "-xOf"])
+        .arg(&archive)
+        .arg(steady_name)
+        .output()
+        .unwrap();
+    assert_eq!(content.stdout, b"unchanged");
+}
+
+#[test]
+fn a_killed_run_never_leaves_a_file_under_the_final_name() {
+    let s = Setup::new();
+    // Data that reaches the archive at once, then far more than can be archived before the
+    // kill, at no disk cost.
+    fs::write(s.src.join("a-noise.bin"), pseudo_random(16 << 20, 9)).unwrap();
+    sparse(&s.src.join("b-huge.bin"), 256 * GIB);
+    let mut child = s
+        .backup()
+        .env("BACKUP_COMPRESSION", "zst")
+        .env("BACKUP_FILENAME", "final.tar.zst")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the upload is under way: a hidden partial file with data in it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partial = loop {
+        let found = s.archive_names().into_iter().find(|n| n.starts_with('.'));
+        if let Some(name) = found {
+            let path = s.out.join(name);
+            if fs::metadata(&path).map(|m| m.len() > 0).unwrap_or(false) {
+                break path;
+            }
+        }
+        assert!(Instant::now() < deadline, "no partial file appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success());
+
+    assert!(
+        !s.out.join("final.tar.zst").exists(),
+        "final name must not exist"
+    );
+    let visible: Vec<_> = s
+        .archive_names()
+        .into_iter()
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(visible.is_empty(), "{visible:?}");
+    assert!(
+        partial.exists(),
+        "the partial file is hidden, not under the final name"
+    );
+}
+
+/// Peak RSS of a child, in KiB, from wait4 (exact, unlike polling /proc).
+fn wait_peak_rss_kib(child: Child) -> (i32, u64) {
+    let pid = child.id() as i32;
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<nix::libc::rusage>::zeroed();
+    // SAFETY: plain wait4 on our own child with valid out-pointers.
+    let r = unsafe { nix::libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()) };
+    assert_eq!(r, pid);
+    // SAFETY: wait4 succeeded, so it filled `usage`.
+    let usage = unsafe { usage.assume_init() };
+    std::mem::forget(child); // already reaped
+    (status, usage.ru_maxrss as u64)
+}
+
+#[test]
+fn memory_stays_within_the_budget_whatever_the_data_size() {
+    for (compression, size) in [
+        ("zst", GIB / 2),
+        ("zst", 2 * GIB),
+        ("gz", GIB / 2),
+        ("gz", 2 * GIB),
+    ] {
+        let s = Setup::new();
+        sparse(&s.src.join("big.bin"), size);
+        fs::write(s.src.join("noise.bin"), pseudo_random(16 << 20, 3)).unwrap();
+        let child = s
+            .backup()
+            .env("BACKUP_COMPRESSION", compression)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (status, peak_kib) = wait_peak_rss_kib(child);
+        assert_eq!(status, 0, "{compression} {size}");
+        eprintln!(
+            "{compression} {} MiB: peak RSS {} MiB",
+            size >> 20,
+            peak_kib / 1024
+        );
+        assert!(
+            peak_kib < 100 * 1024,
+            "{compression} {size}: peak RSS {peak_kib} KiB"
+        );
+        let archive = s.only_archive();
+        let listed = list(&archive);
+        assert!(listed.iter().any(|n| n.ends_with("big.bin")));
+    }
+}
