@@ -12,6 +12,11 @@ use gzp::par::compress::{ParCompress, ParCompressBuilder};
 /// dictionary), so larger blocks cost less ratio; 1 MiB loses well under 1% against pigz.
 const GZIP_BLOCK: usize = 1 << 20;
 
+/// Input per zstd worker job. libzstd's default (4x the window, 8 MiB at level 3) keeps about
+/// four jobs of input and output buffers alive, ~110 MiB with two workers; 4 MiB jobs halve
+/// that at the same speed and an archive 0.07% larger (measured on the benchmark dataset).
+const ZSTD_JOB: u32 = 4 << 20;
+
 /// How the tar stream is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -70,6 +75,7 @@ impl<W: Write + Send + 'static> Compressor<W> {
                 let mut enc = zstd::stream::write::Encoder::new(out, level as i32)?;
                 if threads > 1 {
                     enc.multithread(threads)?;
+                    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB))?;
                 }
                 // Lets `zstd -l` and decoders see the frame is whole when it is.
                 enc.include_checksum(true)?;
