@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: dunnage against `tar | zstd -3 -T0` and `tar | pigz -6` on the same dataset, in
 # one run. Prints throughput (and the ratio to the matching baseline), compression ratio,
-# peak RSS of the largest process, and bytes written outside the destination file.
+# peak RSS of the largest process, and bytes written outside the destination (counted from
+# every write syscall with strace, in one extra untimed pass per tool).
 #
 # Usage: bench/run.sh [--scale N] [--reps N]
 #   BENCH_DIR  where the dataset and outputs live (default ~/.cache/dunnage/bench)
@@ -27,6 +28,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dunnage/target}
 need=()
 command -v pigz >/dev/null || need+=(pigz)
 [ -x /usr/bin/time ] || need+=(time)
+command -v strace >/dev/null || need+=(strace)
 command -v zstd >/dev/null || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
@@ -49,49 +51,59 @@ echo "dataset: $data, $files files, $((data_bytes / 1048576)) MiB; $(nproc) core
 tar -cf - -C "$data" . | cat > /dev/null
 
 rel=${data#/}
-declare -A best_s best_rss best_out size
+declare -A best_s best_rss outside size
 
 # run NAME OUTFILE COMMAND...: time one run, keep the best elapsed time per tool.
 run() {
   local name=$1 file=$2; shift 2
   rm -rf "$out"; mkdir -p "$out"
-  /usr/bin/time -f '%e %M %O' -o "$bench_dir/time.txt" "$@" >/dev/null 2>"$bench_dir/stderr.txt" || {
+  if [ -n "${trace:-}" ]; then
+    # Untimed pass: which files does the tool write, and how much?
+    rm -f "$bench_dir"/strace.*
+    strace -ff -qq -y -e trace=write,writev,pwrite64,pwritev -o "$bench_dir/strace" \
+      "$@" >/dev/null 2>"$bench_dir/stderr.txt"
+    outside[$name]=$(python3 "$here/bench/written_outside.py" "$bench_dir/strace" "$out")
+    rm -f "$bench_dir"/strace.*
+    return
+  fi
+  /usr/bin/time -f '%e %M' -o "$bench_dir/time.txt" "$@" >/dev/null 2>"$bench_dir/stderr.txt" || {
     cat "$bench_dir/stderr.txt" >&2; echo "$name failed" >&2; exit 1; }
-  read -r secs rss_kib out_blocks < <(tail -n 1 "$bench_dir/time.txt")
+  read -r secs rss_kib < <(tail -n 1 "$bench_dir/time.txt")
   size[$name]=$(stat -c %s "$out/$file")
   if [ -z "${best_s[$name]:-}" ] || awk "BEGIN {exit !($secs < ${best_s[$name]})}"; then
     best_s[$name]=$secs
   fi
-  # Peak RSS and written bytes: keep the worst seen.
+  # Peak RSS: keep the worst seen.
   [ "${best_rss[$name]:-0}" -ge "$rss_kib" ] || best_rss[$name]=$rss_kib
-  local outside=$(( out_blocks * 512 - size[$name] ))
-  [ $outside -ge 0 ] || outside=0
-  [ "${best_out[$name]:-0}" -ge "$outside" ] || best_out[$name]=$outside
 }
 
 # dunnage with only the variables given here (nothing leaks in from the caller's shell).
 dunnage=(env -i PATH="$PATH" TZ=UTC BACKUP_SOURCES="$data" BACKUP_ARCHIVE="$out")
 
-for _ in $(seq "$reps"); do
+all_tools() {
   run "tar|zstd -3 -T0" base.tar.zst bash -c "tar -cf - -C / '$rel' | zstd -3 -T0 -q -o '$out/base.tar.zst'"
   run "dunnage zst 3" dunnage.tar.zst "${dunnage[@]}" BACKUP_COMPRESSION=zst \
     BACKUP_COMPRESSION_LEVEL=3 BACKUP_FILENAME=dunnage.tar.zst "$bin" backup
   run "tar|pigz -6" base.tar.gz bash -c "tar -cf - -C / '$rel' | pigz -6 > '$out/base.tar.gz'"
   run "dunnage gz 6" dunnage.tar.gz "${dunnage[@]}" BACKUP_COMPRESSION=gz \
     BACKUP_COMPRESSION_LEVEL=6 BACKUP_FILENAME=dunnage.tar.gz "$bin" backup
-done
+}
+for _ in $(seq "$reps"); do all_tools; done
+trace=1 all_tools
 
-printf '\n%-18s %9s %10s %8s %9s %14s\n' tool "MiB/s" "vs base" ratio "peak RSS" "temp bytes"
+printf '\n%-18s %9s %10s %8s %9s %16s\n' tool "MiB/s" "vs base" ratio "peak RSS" "written outside"
 for name in "tar|zstd -3 -T0" "dunnage zst 3" "tar|pigz -6" "dunnage gz 6"; do
   case "$name" in
     *zst*) base="tar|zstd -3 -T0" ;;
     *) base="tar|pigz -6" ;;
   esac
   awk -v n="$name" -v s="${best_s[$name]}" -v bs="${best_s[$base]}" -v d="$data_bytes" \
-      -v z="${size[$name]}" -v r="${best_rss[$name]}" -v o="${best_out[$name]}" 'BEGIN {
-    printf "%-18s %9.1f %9.2fx %8.3f %6.0f MiB %14d\n", n, d / s / 1048576, bs / s, z / d, r / 1024, o }'
+      -v z="${size[$name]}" -v r="${best_rss[$name]}" -v o="${outside[$name]}" 'BEGIN {
+    printf "%-18s %9.1f %9.2fx %8.3f %6.0f MiB %16d\n", n, d / s / 1048576, bs / s, z / d, r / 1024, o }'
 done
 echo
 echo "MiB/s: dataset bytes / best wall time. vs base: throughput relative to the baseline with"
 echo "the same codec. ratio: archive / dataset. peak RSS: largest single process (worst run)."
-echo "temp bytes: filesystem writes beyond the archive itself (block-granular, worst run)."
+echo "written outside: bytes the tool wrote to files other than its archive, its stderr and"
+echo "pipes, counted from every write syscall (strace) in an extra untimed run."
+echo "dunnage fsyncs its archive before renaming it into place; the baselines do not sync."

@@ -80,13 +80,22 @@ pub async fn backup(config: &Config) -> Result<RunReport, RunError> {
         .await
         .map_err(|e| RunError::Internal(format!("archive stage stopped: {e}")))?;
 
-    // When the archive stage failed, its error is the cause; the destination only saw an
-    // incomplete stream and discarded it.
-    let stats = produced?;
-    let stored = stored.map_err(|source| RunError::Storage {
-        destination: local.name(),
-        source,
-    })?;
+    // Name the cause, not its echo: a destination that saw an incomplete stream failed
+    // because the archive stage did; an archive stage whose reader went away failed because
+    // the destination did.
+    let (stats, stored) = match (produced, stored) {
+        (Ok(stats), Ok(stored)) => (stats, stored),
+        (Err(archive), Ok(_) | Err(StorageError::Incomplete(_))) => return Err(archive.into()),
+        (produced, Err(source)) => {
+            if let Err(echo) = produced {
+                tracing::debug!("archive stage stopped after the destination failed: {echo}");
+            }
+            return Err(RunError::Storage {
+                destination: local.name(),
+                source,
+            });
+        }
+    };
 
     if let Some(link) = &config.latest_symlink {
         local

@@ -103,11 +103,7 @@ fn files_that_change_or_vanish_while_read_are_warnings_and_the_archive_stays_val
 
     // The archive is valid and has the entries with the sizes their headers announced.
     let archive = s.only_archive();
-    let listing = std::process::Command::new("tar")
-        .args(["--zstd", "-tvf"])
-        .arg(&archive)
-        .output()
-        .unwrap();
+    let listing = tar(&archive).arg("-tvf").arg(&archive).output().unwrap();
     assert!(listing.status.success());
     let listing = String::from_utf8_lossy(&listing.stdout);
     let size_of = |name: &str| -> u64 {
@@ -119,8 +115,8 @@ fn files_that_change_or_vanish_while_read_are_warnings_and_the_archive_stays_val
     assert!(!listing.contains("3-vanishes.txt"));
     // The entry after the changed ones is intact: the stream stayed aligned.
     let steady_name = steady.strip_prefix("/").unwrap();
-    let content = std::process::Command::new("tar")
-        .args(["--zstd", "-xOf"])
+    let content = tar(&archive)
+        .arg("-xOf")
         .arg(&archive)
         .arg(steady_name)
         .output()
@@ -220,4 +216,39 @@ fn memory_stays_within_the_budget_whatever_the_data_size() {
         let listed = list(&archive);
         assert!(listed.iter().any(|n| n.ends_with("big.bin")));
     }
+}
+
+#[test]
+fn a_full_destination_fails_the_run_and_leaves_no_file() {
+    use std::os::unix::process::CommandExt;
+    let s = Setup::new();
+    fs::write(s.src.join("noise.bin"), pseudo_random(8 << 20, 5)).unwrap();
+    let mut cmd = s.backup();
+    cmd.env("BACKUP_COMPRESSION", "none");
+    // The destination "fills up" after 1 MiB: writes past it fail (EFBIG), deterministically
+    // and without privileges. SIGXFSZ is ignored so the write returns an error instead of
+    // killing the process, as ENOSPC would.
+    // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = nix::libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            if nix::libc::setrlimit(nix::libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            nix::libc::signal(nix::libc::SIGXFSZ, nix::libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("storing the archive in Local failed: writing "),
+        "{err}"
+    );
+    assert!(err.contains("File too large"), "{err}");
+    assert!(s.archive_names().is_empty(), "{:?}", s.archive_names());
 }

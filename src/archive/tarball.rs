@@ -300,35 +300,28 @@ impl<'a, W: Write> TarWalker<'a, W> {
         h.set_gid(u64::from(meta.gid()));
         h.set_mtime(meta.mtime().max(0) as u64);
         h.set_size(0);
-        let user = self
-            .users
-            .entry(meta.uid())
-            .or_insert_with(|| {
-                User::from_uid(Uid::from_raw(meta.uid()))
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name)
-            })
-            .as_deref();
         // Names longer than the header field are left out; the numeric id is always there.
-        if let Some(user) = user {
+        if let Some(user) = cached_name(&mut self.users, meta.uid(), |id| {
+            User::from_uid(Uid::from_raw(id)).ok()?.map(|u| u.name)
+        }) {
             let _ = h.set_username(user);
         }
-        let group = self
-            .groups
-            .entry(meta.gid())
-            .or_insert_with(|| {
-                Group::from_gid(Gid::from_raw(meta.gid()))
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name)
-            })
-            .as_deref();
-        if let Some(group) = group {
+        if let Some(group) = cached_name(&mut self.groups, meta.gid(), |id| {
+            Group::from_gid(Gid::from_raw(id)).ok()?.map(|g| g.name)
+        }) {
             let _ = h.set_groupname(group);
         }
         h
     }
+}
+
+/// Looks an id's name up once per run; ids without a name are remembered too.
+fn cached_name(
+    cache: &mut HashMap<u32, Option<String>>,
+    id: u32,
+    lookup: impl FnOnce(u32) -> Option<String>,
+) -> Option<&str> {
+    cache.entry(id).or_insert_with(|| lookup(id)).as_deref()
 }
 
 enum BodyError {

@@ -215,9 +215,8 @@ pub fn build_rich_tree(root: &Path) {
     set_mtime(&sub, 1_680_000_003);
 }
 
-/// Extracts `archive` into `dest` with the system tar, as a restoring operator would.
-pub fn extract(archive: &Path, dest: &Path) {
-    fs::create_dir_all(dest).unwrap();
+/// The system tar, with the decompression flag `archive`'s extension asks for.
+pub fn tar(archive: &Path) -> Command {
     let name = archive.to_string_lossy();
     let mut cmd = Command::new("tar");
     if name.ends_with(".gz") {
@@ -225,6 +224,13 @@ pub fn extract(archive: &Path, dest: &Path) {
     } else if name.ends_with(".zst") {
         cmd.arg("--zstd");
     }
+    cmd
+}
+
+/// Extracts `archive` into `dest` with the system tar, as a restoring operator would.
+pub fn extract(archive: &Path, dest: &Path) {
+    fs::create_dir_all(dest).unwrap();
+    let mut cmd = tar(archive);
     cmd.args(["-x", "-p", "--numeric-owner"]);
     if is_root() {
         cmd.arg("--same-owner");
@@ -245,14 +251,7 @@ pub fn extract(archive: &Path, dest: &Path) {
 
 /// Lists entry names with the system tar.
 pub fn list(archive: &Path) -> Vec<String> {
-    let name = archive.to_string_lossy();
-    let mut cmd = Command::new("tar");
-    if name.ends_with(".gz") {
-        cmd.arg("-z");
-    } else if name.ends_with(".zst") {
-        cmd.arg("--zstd");
-    }
-    let out = cmd.arg("-tf").arg(archive).output().unwrap();
+    let out = tar(archive).arg("-tf").arg(archive).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
