@@ -44,7 +44,7 @@ fi
 (cd "$here" && cargo build --release --quiet)
 bin=$CARGO_TARGET_DIR/release/dunnage
 
-data_bytes=$(find "$data" -type f ! -name .complete -printf '%s\n' | awk '{s+=$1} END {print s}')
+data_bytes=$(find "$data" -type f ! -name .complete -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
 files=$(find "$data" -type f ! -name .complete | wc -l)
 echo "dataset: $data, $files files, $((data_bytes / 1048576)) MiB; $(nproc) cores; best of $reps runs"
 # Warm the page cache so every tool reads from memory (GNU tar skips reading for /dev/null).

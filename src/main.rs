@@ -1,12 +1,14 @@
-//! The `dunnage` command line. Parsing only; the work is in the library.
+//! The `dunnage` command line. Parsing and exit codes only; the work is in the library.
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use dunnage::config::Config;
+use dunnage::config::{self, Config, Vars};
+use tokio::sync::watch;
 
 /// Exit code for a backup that failed.
 const EXIT_FAILED: u8 = 1;
@@ -14,35 +16,94 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "dunnage", version, about = "Backup sidecar for containers")]
+#[command(
+    name = "dunnage",
+    version,
+    about = "Backup sidecar for containers",
+    long_about = "Backup sidecar for containers. Without a command, runs every schedule in \
+                  the foreground until SIGTERM or SIGINT."
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run one backup now and exit: 0 on success, 1 when it failed, 2 for invalid configuration.
-    Backup,
+    Backup {
+        /// Run only this conf.d file's schedule (default: every schedule, one after another).
+        #[arg(long, value_name = "NAME")]
+        config: Option<String>,
+    },
+    /// Show each schedule's resolved settings and where they came from (secrets redacted).
+    PrintConfig,
+    /// Validate the configuration: exit 0 when valid, 2 otherwise.
+    Check,
+    /// Apply the retention policy now.
+    Prune {
+        /// Show what would be deleted and why, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this conf.d file's schedule.
+        #[arg(long, value_name = "NAME")]
+        config: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(args());
     init_logging();
+    let only = match &cli.command {
+        Some(Command::Backup { config } | Command::Prune { config, .. }) => config.as_deref(),
+        _ => None,
+    };
+    let configs = match config::load(&Vars::from_env(), only) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    log_warnings(&configs);
     match cli.command {
-        Command::Backup => backup(),
+        Some(Command::PrintConfig) => {
+            print_config(&configs);
+            ExitCode::SUCCESS
+        }
+        Some(Command::Check) => {
+            println!("configuration OK: {} schedule(s)", configs.len());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Backup { .. }) => runtime(|shutdown| backup(configs, shutdown)),
+        Some(Command::Prune { dry_run, .. }) => runtime(move |_| prune(configs, dry_run)),
+        None => runtime(|shutdown| scheduler(configs, shutdown)),
     }
 }
 
 /// Invoked as `backup` (a symlink in the image, as in docker-volume-backup) the binary
-/// behaves as `dunnage backup`.
+/// behaves as `dunnage backup`, except for `backup print-config` and the like. The
+/// reference's `-foreground` flag is accepted and means the default: the scheduler.
 fn args() -> Vec<OsString> {
-    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let mut args: Vec<OsString> = std::env::args_os()
+        .filter(|a| a != "-foreground" && a != "--foreground")
+        .collect();
     let invoked_as = args
         .first()
         .and_then(|a| Path::new(a).file_name())
         .map(|n| n.to_os_string());
-    if invoked_as.as_deref() == Some("backup".as_ref()) {
+    let next = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let passes_through = [
+        "print-config",
+        "check",
+        "prune",
+        "help",
+        "--help",
+        "-h",
+        "--version",
+        "-V",
+    ];
+    if invoked_as.as_deref() == Some("backup".as_ref()) && !passes_through.contains(&next) {
         args.insert(1, "backup".into());
     }
     args
@@ -59,15 +120,25 @@ fn init_logging() {
         .init();
 }
 
-fn backup() -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
+fn log_warnings(configs: &[Config]) {
+    let mut seen = Vec::new();
+    for c in configs {
+        for w in &c.warnings {
+            if !seen.contains(w) {
+                tracing::warn!("{w}");
+                seen.push(w.clone());
+            }
         }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    }
+}
+
+/// Runs `work` on a multi-threaded runtime with a shutdown channel fed by SIGTERM/SIGINT.
+fn runtime<F, Fut>(work: F) -> ExitCode
+where
+    F: FnOnce(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
@@ -77,11 +148,88 @@ fn backup() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match runtime.block_on(dunnage::run::backup(&config)) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("backup failed: {e}");
-            ExitCode::from(EXIT_FAILED)
+    let code = rt.block_on(async {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut term) = signal(SignalKind::terminate()) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            }
+            let _ = tx.send(true);
+            // Keep the sender alive so receivers see the value, not a closed channel.
+            std::future::pending::<()>().await;
+        });
+        work(rx).await
+    });
+    // An aborted archive stage notices its closed stream at its next write.
+    rt.shutdown_timeout(Duration::from_secs(10));
+    code
+}
+
+async fn backup(configs: Vec<Config>, mut shutdown: watch::Receiver<bool>) -> ExitCode {
+    let mut failed = false;
+    for config in &configs {
+        tokio::select! {
+            stats = dunnage::run::run_once(config) => failed |= !stats.succeeded(),
+            () = dunnage::schedule::shutdown_requested(&mut shutdown) => {
+                tracing::error!("[{}] backup aborted; its unfinished archive was removed", config.name);
+                return ExitCode::from(EXIT_FAILED);
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn scheduler(configs: Vec<Config>, shutdown: watch::Receiver<bool>) -> ExitCode {
+    tracing::info!(
+        "dunnage scheduler started with {} schedule(s)",
+        configs.len()
+    );
+    let failed = dunnage::schedule::run_forever(configs, shutdown).await;
+    tracing::info!("scheduler stopped ({failed} failed run(s) since start)");
+    ExitCode::SUCCESS
+}
+
+async fn prune(configs: Vec<Config>, dry_run: bool) -> ExitCode {
+    let mut ok = true;
+    for config in &configs {
+        ok &= dunnage::run::prune_now(config, dry_run, &mut std::io::stdout()).await;
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
+}
+
+fn print_config(configs: &[Config]) {
+    for (i, c) in configs.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        println!("# schedule {}", c.name);
+        let now = jiff::Zoned::now().with_time_zone(c.time_zone.clone());
+        match c.cron.next_after(&now) {
+            Some(next) => println!("# next run: {}", next.strftime("%Y-%m-%d %H:%M:%S %Z")),
+            None => println!("# next run: never"),
+        }
+        let rows = c.describe();
+        let width = rows
+            .iter()
+            .map(|(n, v, _)| n.len() + v.len() + 1)
+            .max()
+            .unwrap_or(0);
+        for (name, value, origin) in rows {
+            let assignment = format!("{name}={value}");
+            println!("{assignment:<width$}  # {origin}");
         }
     }
 }

@@ -1,6 +1,7 @@
-//! One backup run: name the archive, stream it from the sources into the destination, update
-//! the latest-symlink, and report what happened.
+//! One backup run, in phases: take the lock, stream the archive from the sources into the
+//! destination, update the latest-symlink, prune, and report everything in one [`RunStats`].
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -8,9 +9,44 @@ use jiff::Zoned;
 
 use crate::archive::{self, ArchiveError, ArchiveStats};
 use crate::config::Config;
+use crate::config::duration::format_duration;
 use crate::filename::FilenameError;
+use crate::prune::{self, PruneReport};
+use crate::schedule::lock;
 use crate::storage::{LocalStorage, Storage, StorageError, Stored};
 use crate::stream;
+
+/// Everything one run did, for the summary log line (and later notifications and metrics).
+#[derive(Debug, Clone)]
+pub struct RunStats {
+    pub schedule: String,
+    pub started: Zoned,
+    pub took: Duration,
+    /// Time spent waiting for another run to release the lock.
+    pub lock_wait: Duration,
+    pub archive_name: Option<String>,
+    pub archive: Option<ArchiveStats>,
+    pub destinations: Vec<DestinationStats>,
+    /// Non-fatal problems: files changed while read, refused or failed prunes.
+    pub warnings: Vec<String>,
+    /// Why the run failed; `None` when it succeeded.
+    pub error: Option<String>,
+}
+
+impl RunStats {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// What happened at one destination.
+#[derive(Debug, Clone)]
+pub struct DestinationStats {
+    pub name: &'static str,
+    pub stored: Option<Stored>,
+    pub prune: Option<PruneReport>,
+    pub prune_error: Option<String>,
+}
 
 /// What a successful run produced.
 #[derive(Debug, Clone)]
@@ -43,7 +79,203 @@ pub enum RunError {
     Internal(String),
 }
 
-/// Runs one backup with `config`. Must be called inside a multi-threaded Tokio runtime.
+/// One complete run: lock, backup, prune. Never fails as a function: the outcome, success or
+/// not, is in the returned stats, which are also logged as a summary.
+pub async fn run_once(config: &Config) -> RunStats {
+    let started = Zoned::now().with_time_zone(config.time_zone.clone());
+    let clock = Instant::now();
+    let mut stats = RunStats {
+        schedule: config.name.clone(),
+        started,
+        took: Duration::ZERO,
+        lock_wait: Duration::ZERO,
+        archive_name: None,
+        archive: None,
+        destinations: Vec::new(),
+        warnings: Vec::new(),
+        error: None,
+    };
+    match lock::acquire(&config.lock_file, config.lock_timeout).await {
+        Err(e) => stats.error = Some(e.to_string()),
+        Ok(held) => {
+            stats.lock_wait = held.waited;
+            match backup(config).await {
+                Err(e) => stats.error = Some(e.to_string()),
+                Ok(report) => {
+                    stats
+                        .warnings
+                        .extend(report.archive.warnings.iter().cloned());
+                    stats.archive_name = Some(report.archive_name);
+                    stats.archive = Some(report.archive);
+                    let local = LocalStorage::new(&config.archive_dir);
+                    let mut dest = DestinationStats {
+                        name: local.name(),
+                        stored: Some(report.stored),
+                        prune: None,
+                        prune_error: None,
+                    };
+                    prune_destination(config, &local, &mut dest, &mut stats.warnings).await;
+                    stats.destinations.push(dest);
+                }
+            }
+            drop(held);
+        }
+    }
+    stats.took = clock.elapsed();
+    log_summary(&stats);
+    stats
+}
+
+/// Applies the retention policy to one destination that just stored a backup.
+async fn prune_destination(
+    config: &Config,
+    storage: &dyn Storage,
+    dest: &mut DestinationStats,
+    warnings: &mut Vec<String>,
+) {
+    if !config.retention.is_active() {
+        return;
+    }
+    if config.skips_prune(storage.name()) {
+        tracing::info!(
+            "{}: pruning skipped (BACKUP_SKIP_BACKENDS_FROM_PRUNE)",
+            storage.name()
+        );
+        return;
+    }
+    let now = Zoned::now().with_time_zone(config.time_zone.clone());
+    match prune::apply(storage, &config.retention, &now).await {
+        Ok(report) => {
+            if let Some(why) = &report.refused {
+                warnings.push(format!("{}: {why}", storage.name()));
+            }
+            for e in &report.errors {
+                warnings.push(format!("{}: pruning failed for {e}", storage.name()));
+            }
+            dest.prune = Some(report);
+        }
+        Err(e) => {
+            let msg = format!("{}: pruning skipped, listing failed: {e}", storage.name());
+            tracing::error!("{msg}");
+            warnings.push(msg.clone());
+            dest.prune_error = Some(msg);
+        }
+    }
+}
+
+/// `dunnage prune`: applies the retention policy now, or with `dry_run` only prints what it
+/// would delete and why. Returns false when something failed.
+pub async fn prune_now(config: &Config, dry_run: bool, out: &mut impl std::io::Write) -> bool {
+    let local = LocalStorage::new(&config.archive_dir);
+    let name = &config.name;
+    let say = |out: &mut dyn std::io::Write, line: String| {
+        let _ = writeln!(out, "[{name}] {}: {line}", local.name());
+    };
+    if !config.archive_dir.is_dir() {
+        say(
+            out,
+            format!(
+                "{} does not exist; nothing to prune",
+                config.archive_dir.display()
+            ),
+        );
+        return true;
+    }
+    if config.skips_prune(local.name()) {
+        say(out, "skipped (BACKUP_SKIP_BACKENDS_FROM_PRUNE)".into());
+        return true;
+    }
+    if !config.retention.is_active() {
+        say(out, "no retention rule is set; nothing is deleted".into());
+        return true;
+    }
+    let now = Zoned::now().with_time_zone(config.time_zone.clone());
+    if !dry_run {
+        let held = match lock::acquire(&config.lock_file, config.lock_timeout).await {
+            Ok(held) => held,
+            Err(e) => {
+                say(out, e.to_string());
+                return false;
+            }
+        };
+        let result = prune::apply(&local, &config.retention, &now).await;
+        drop(held);
+        return match result {
+            Ok(r) => {
+                say(
+                    out,
+                    format!(
+                        "deleted {} of {} backup(s){}{}",
+                        r.deleted.len(),
+                        r.total,
+                        r.refused.map(|w| format!("; {w}")).unwrap_or_default(),
+                        if r.errors.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; failed: {}", r.errors.join("; "))
+                        }
+                    ),
+                );
+                r.errors.is_empty()
+            }
+            Err(e) => {
+                say(out, format!("listing failed, nothing deleted: {e}"));
+                false
+            }
+        };
+    }
+    let entries = match local.list().await {
+        Ok(entries) => entries,
+        Err(e) => {
+            say(
+                out,
+                format!("listing failed, nothing would be deleted: {e}"),
+            );
+            return false;
+        }
+    };
+    let plan = prune::plan(&entries, &config.retention, &now);
+    if plan.decisions.is_empty() {
+        say(
+            out,
+            format!("no backups match prefix {:?}", config.retention.prefix),
+        );
+    }
+    let refused = plan.refused.is_some();
+    for (entry, verdict) in &plan.decisions {
+        let when = entry
+            .modified
+            .to_zoned(config.time_zone.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z");
+        let line = match verdict {
+            prune::Verdict::Keep(why) => {
+                format!("keep   {} ({when}): {}", entry.name, why.join(", "))
+            }
+            prune::Verdict::Delete(why) if refused => {
+                format!(
+                    "keep   {} ({when}): safety rule; would be {why}",
+                    entry.name
+                )
+            }
+            prune::Verdict::Delete(why) => format!("delete {} ({when}): {why}", entry.name),
+        };
+        say(out, line);
+    }
+    if let Some(why) = &plan.refused {
+        say(out, why.clone());
+    }
+    say(
+        out,
+        format!(
+            "dry run: {} backup(s) would be deleted",
+            plan.deletions().len()
+        ),
+    );
+    true
+}
+
+/// Archives and stores once with `config` (no lock, no pruning). Must be called inside a
+/// multi-threaded Tokio runtime.
 pub async fn backup(config: &Config) -> Result<RunReport, RunError> {
     let started = Zoned::now().with_time_zone(config.time_zone.clone());
     let clock = Instant::now();
@@ -107,30 +339,55 @@ pub async fn backup(config: &Config) -> Result<RunReport, RunError> {
             })?;
     }
 
-    let report = RunReport {
+    Ok(RunReport {
         archive_name,
         started,
         duration: clock.elapsed(),
         archive: stats,
         stored,
-    };
-    log_summary(&report);
-    Ok(report)
+    })
 }
 
-fn log_summary(r: &RunReport) {
-    let secs = r.duration.as_secs_f64();
-    let mib = r.archive.file_bytes as f64 / (1 << 20) as f64;
-    tracing::info!(
-        "backup complete: {} ({} bytes) from {} entries, {} files, {:.1} MiB read in {:.2}s \
-         ({:.1} MiB/s), {} warning(s)",
-        r.stored.location,
-        r.stored.bytes,
-        r.archive.entries,
-        r.archive.files,
-        mib,
-        secs,
-        if secs > 0.0 { mib / secs } else { 0.0 },
-        r.archive.warnings.len()
+fn log_summary(s: &RunStats) {
+    let mut line = String::new();
+    let _ = write!(
+        line,
+        "[{}] run {} after {} (lock wait {})",
+        s.schedule,
+        if s.succeeded() { "succeeded" } else { "FAILED" },
+        format_duration(s.took),
+        format_duration(s.lock_wait)
     );
+    if let (Some(name), Some(a)) = (&s.archive_name, &s.archive) {
+        let _ = write!(
+            line,
+            "; archive {name}: {} files, {} entries, {:.1} MiB read",
+            a.files,
+            a.entries,
+            a.file_bytes as f64 / f64::from(1 << 20)
+        );
+    }
+    for d in &s.destinations {
+        if let Some(stored) = &d.stored {
+            let _ = write!(
+                line,
+                "; {}: {} bytes at {}",
+                d.name, stored.bytes, stored.location
+            );
+        }
+        if let Some(p) = &d.prune {
+            let _ = write!(
+                line,
+                ", pruned {} of {} ({} errors)",
+                p.deleted.len(),
+                p.total,
+                p.errors.len()
+            );
+        }
+    }
+    let _ = write!(line, "; {} warning(s)", s.warnings.len());
+    match &s.error {
+        None => tracing::info!("{line}"),
+        Some(e) => tracing::error!("{line}: {e}"),
+    }
 }

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 
-use super::{Storage, StorageError, Stored};
+use super::{Entry, Storage, StorageError, Stored};
 use crate::stream::ByteStream;
 
 /// Writeback is started for every this many bytes written, and waited for one window later.
@@ -129,6 +129,44 @@ impl Storage for LocalStorage {
             location: final_path.display().to_string(),
             bytes,
         })
+    }
+
+    async fn list(&self) -> Result<Vec<Entry>, StorageError> {
+        let dir = self.dir.clone();
+        let listing = tokio::task::spawn_blocking(move || -> io::Result<Vec<Entry>> {
+            let mut entries = Vec::new();
+            for item in std::fs::read_dir(&dir)? {
+                let item = item?;
+                let Ok(name) = item.file_name().into_string() else {
+                    continue; // not a name dunnage writes
+                };
+                // Regular files only: the latest-symlink, folders and hidden in-progress
+                // files are never backups.
+                let meta = item.metadata()?;
+                if name.starts_with('.') || !meta.file_type().is_file() {
+                    continue;
+                }
+                let modified =
+                    jiff::Timestamp::try_from(meta.modified()?).map_err(io::Error::other)?;
+                entries.push(Entry {
+                    name,
+                    size: meta.len(),
+                    modified,
+                });
+            }
+            Ok(entries)
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        listing.map_err(|e| StorageError::io(format!("listing {}", self.dir.display()), e))
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StorageError> {
+        let path = self.dir.join(name);
+        tokio::fs::remove_file(&path)
+            .await
+            .map_err(|e| StorageError::io(format!("deleting {}", path.display()), e))
     }
 }
 

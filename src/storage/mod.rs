@@ -34,6 +34,15 @@ impl StorageError {
     }
 }
 
+/// One backup in a destination's folder, as `list` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+    /// The destination's own timestamp (mtime, LastModified).
+    pub modified: jiff::Timestamp,
+}
+
 /// What a successful `put` stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -49,4 +58,11 @@ pub trait Storage: Send + Sync {
 
     /// Stores `data` under `name`, atomically: the name appears only once all of it is stored.
     async fn put(&self, name: &str, data: ByteStream) -> Result<Stored, StorageError>;
+
+    /// The backups directly in the configured folder: never entries of deeper folders, nor
+    /// unfinished uploads or links.
+    async fn list(&self) -> Result<Vec<Entry>, StorageError>;
+
+    /// Deletes the backup `name` in the configured folder.
+    async fn delete(&self, name: &str) -> Result<(), StorageError>;
 }

@@ -48,7 +48,9 @@ impl Setup {
         let mut cmd = dunnage();
         cmd.arg("backup")
             .env("BACKUP_SOURCES", &self.src)
-            .env("BACKUP_ARCHIVE", &self.out);
+            .env("BACKUP_ARCHIVE", &self.out)
+            .env("BACKUP_LOCK_FILE", self.tmp.path().join("lock"))
+            .env("BACKUP_CONF_DIR", self.tmp.path().join("conf.d"));
         cmd
     }
 

@@ -1,0 +1,964 @@
+//! Configuration: environment variables and conf.d files -> typed, validated [`Config`]s.
+//!
+//! Everything dunnage reads from its environment is read here, by names listed in
+//! [`registry`], so the rest of the code never calls `std::env`. Parsing never stops at the
+//! first bad value: every problem is collected and reported at once in a [`ConfigError`],
+//! each naming the variable, its value (redacted when secret) and what is allowed.
+
+pub mod duration;
+pub mod registry;
+mod vars;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+
+use crate::archive::Codec;
+use crate::filename::{self, FilenameTemplate};
+use crate::prune::Policy;
+use crate::schedule::cron::CronSchedule;
+use registry::Feature;
+pub use vars::{Origin, Vars, expand_vars};
+
+/// The archive name when `BACKUP_FILENAME` is unset (same as docker-volume-backup).
+pub const DEFAULT_FILENAME: &str = "backup-%Y-%m-%dT%H-%M-%S.{{ .Extension }}";
+/// gzip level the reference uses; keeps archive sizes comparable after a swap.
+pub const DEFAULT_GZIP_LEVEL: u32 = 5;
+/// zstd's own default level.
+pub const DEFAULT_ZSTD_LEVEL: u32 = 3;
+/// Highest zstd level we accept: 20-22 ("ultra") need windows of 32-128 MiB per worker,
+/// which would break the fixed memory budget.
+pub const MAX_ZSTD_LEVEL: u32 = 19;
+/// Destination names accepted by `BACKUP_SKIP_BACKENDS_FROM_PRUNE` (case-insensitive).
+pub const BACKEND_NAMES: &[&str] = &[
+    "Local",
+    "S3",
+    "WebDAV",
+    "SSH",
+    "Azure",
+    "Dropbox",
+    "GoogleDrive",
+];
+/// The schedule name used when there is no conf.d folder.
+pub const DEFAULT_SCHEDULE: &str = "default";
+
+/// One invalid setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The variable, e.g. `BACKUP_COMPRESSION` (or a conf.d file and line).
+    pub var: String,
+    /// The value as given, `(redacted)` when the variable is secret.
+    pub value: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with `var`; the value is redacted when `var` is a secret.
+    pub fn new(var: &str, value: &str, message: impl Into<String>) -> Self {
+        let secret = registry::spec(var).is_some_and(|s| s.secret);
+        Self {
+            var: var.to_owned(),
+            value: if secret {
+                "(redacted)".into()
+            } else {
+                value.to_owned()
+            },
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() && self.var.contains('/') {
+            write!(f, "{}: {}", self.var, self.message)
+        } else {
+            write!(f, "{}={:?}: {}", self.var, self.value, self.message)
+        }
+    }
+}
+
+/// Every problem found, in one or more schedules.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(problem: Problem) -> Self {
+        Self {
+            problems: vec![problem],
+        }
+    }
+}
+
+/// The resolved configuration of one backup schedule.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `default`, or the conf.d file name.
+    pub name: String,
+    /// The settings it was built from, with their origins (for print-config).
+    pub vars: Vars,
+    /// `BACKUP_CRON_EXPRESSION`.
+    pub cron: CronSchedule,
+    /// `BACKUP_JITTER`: random delay before each scheduled run.
+    pub jitter: Duration,
+    /// `LOCK_TIMEOUT`: how long a run waits for another one to finish.
+    pub lock_timeout: Duration,
+    /// `BACKUP_LOCK_FILE`.
+    pub lock_file: PathBuf,
+    /// `BACKUP_SOURCES`: the tree to archive (absolute).
+    pub sources: PathBuf,
+    /// `BACKUP_ARCHIVE`: the local archive folder (used when it exists).
+    pub archive_dir: PathBuf,
+    /// `BACKUP_COMPRESSION`, `BACKUP_COMPRESSION_LEVEL`, `GZIP_PARALLELISM`.
+    pub codec: Codec,
+    /// `BACKUP_FILENAME` with `BACKUP_FILENAME_EXPAND` already applied.
+    pub filename: FilenameTemplate,
+    /// `BACKUP_EXCLUDE_REGEXP`, matched against each entry's absolute path.
+    pub exclude: Option<regex::bytes::Regex>,
+    /// `BACKUP_LATEST_SYMLINK`, after `$VAR` expansion when enabled.
+    pub latest_symlink: Option<String>,
+    /// `TZ`: the zone for the archive name, the cron expression and retention days.
+    pub time_zone: TimeZone,
+    /// `BACKUP_RETENTION_*`, `BACKUP_PRUNING_LEEWAY`, `BACKUP_PRUNING_PREFIX`.
+    pub retention: Policy,
+    /// `BACKUP_SKIP_BACKENDS_FROM_PRUNE`, lower-cased.
+    pub skip_prune: Vec<String>,
+    /// Things worth telling the user that do not stop the run.
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates one schedule from the process environment (ignoring conf.d).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(DEFAULT_SCHEDULE, &Vars::from_env())
+    }
+
+    /// Reads and validates one schedule from `vars`, reporting every problem at once.
+    pub fn from_vars(name: &str, vars: &Vars) -> Result<Self, ConfigError> {
+        let mut vars = vars.clone();
+        let mut problems = Vec::new();
+        vars.resolve_files(&mut problems);
+        let mut p = Parser {
+            vars: &vars,
+            problems,
+            warnings: Vec::new(),
+        };
+        p.check_names_and_features();
+
+        let cron = {
+            let raw = p.string("BACKUP_CRON_EXPRESSION");
+            CronSchedule::parse(&raw)
+                .map_err(|why| p.problem("BACKUP_CRON_EXPRESSION", &raw, why))
+                .ok()
+        };
+        let jitter = p.duration("BACKUP_JITTER");
+        let lock_timeout = p.duration("LOCK_TIMEOUT");
+        let lock_file = p.path("BACKUP_LOCK_FILE");
+        let sources = p.path("BACKUP_SOURCES");
+        let archive_dir = p.path("BACKUP_ARCHIVE");
+        let codec = p.codec();
+        let expand = p.bool("BACKUP_FILENAME_EXPAND");
+        if p.bool("BACKUP_FROM_SNAPSHOT") {
+            p.warnings.push(
+                "BACKUP_FROM_SNAPSHOT=true is deprecated and ignored: dunnage reads each file \
+                 once and reports files that change while read; stop containers with labels \
+                 for a consistent copy"
+                    .into(),
+            );
+        }
+        let time_zone = p.time_zone();
+
+        let filename = {
+            let raw = p.string("BACKUP_FILENAME");
+            let raw = if expand {
+                expand_vars(&raw, &vars)
+            } else {
+                raw
+            };
+            FilenameTemplate::new(&raw, codec.extension())
+                .map_err(|e| p.problem("BACKUP_FILENAME", &raw, e.to_string()))
+                .ok()
+        };
+
+        let exclude = p.optional("BACKUP_EXCLUDE_REGEXP").and_then(|raw| {
+            regex::bytes::Regex::new(&raw)
+                .map_err(|e| {
+                    p.problem(
+                        "BACKUP_EXCLUDE_REGEXP",
+                        &raw,
+                        format!("not a valid regular expression: {e}"),
+                    )
+                })
+                .ok()
+        });
+
+        let latest_symlink = p.optional("BACKUP_LATEST_SYMLINK").and_then(|raw| {
+            let name = if expand {
+                expand_vars(&raw, &vars)
+            } else {
+                raw
+            };
+            filename::check_plain_name(&name)
+                .map_err(|why| p.problem("BACKUP_LATEST_SYMLINK", &name, why))
+                .ok()
+                .map(|()| name)
+        });
+
+        let retention = p.retention(expand);
+        let skip_prune = p.skip_prune();
+
+        let Parser {
+            problems, warnings, ..
+        } = p;
+        match (cron, filename, problems.is_empty()) {
+            (Some(cron), Some(filename), true) => Ok(Config {
+                name: name.to_owned(),
+                vars: vars.clone(),
+                cron,
+                jitter,
+                lock_timeout,
+                lock_file,
+                sources,
+                archive_dir,
+                codec,
+                filename,
+                exclude,
+                latest_symlink,
+                time_zone,
+                retention,
+                skip_prune,
+                warnings,
+            }),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+
+    /// Whether pruning is skipped for the destination called `backend` (e.g. `Local`).
+    pub fn skips_prune(&self, backend: &str) -> bool {
+        self.skip_prune.contains(&backend.to_ascii_lowercase())
+    }
+
+    /// Every known variable that is set or has a default, with its value (secrets redacted)
+    /// and where it came from, for print-config.
+    pub fn describe(&self) -> Vec<(&'static str, String, String)> {
+        registry::VARIABLES
+            .iter()
+            .filter(|spec| spec.name != "BACKUP_CONF_DIR")
+            .filter_map(|spec| {
+                let set = self.vars.get(spec.name);
+                if set.is_none() && !spec.feature.available() {
+                    return None;
+                }
+                let (value, origin) = match (set, spec.default) {
+                    (Some(v), _) => (v.to_owned(), self.vars.origin(spec.name)?.to_string()),
+                    (None, Some(d)) => (d.to_owned(), "default".to_owned()),
+                    (None, None) => return None,
+                };
+                let shown = if spec.secret && !value.is_empty() {
+                    "(redacted)".to_owned()
+                } else {
+                    value
+                };
+                Some((spec.name, shown, origin))
+            })
+            .collect()
+    }
+}
+
+/// Loads every schedule: one per regular file in the conf.d folder (`BACKUP_CONF_DIR`, in
+/// name order) when that folder exists, otherwise one from the environment. With `only`,
+/// just the conf.d file of that name (`backup --config NAME`).
+pub fn load(env: &Vars, only: Option<&str>) -> Result<Vec<Config>, ConfigError> {
+    let conf_dir = PathBuf::from(
+        env.get("BACKUP_CONF_DIR")
+            .filter(|v| !v.is_empty())
+            .or(registry::spec("BACKUP_CONF_DIR").and_then(|s| s.default))
+            .unwrap_or_default(),
+    );
+    if !conf_dir.is_dir() {
+        if let Some(name) = only {
+            return Err(ConfigError::one(Problem::new(
+                "--config",
+                name,
+                format!(
+                    "there is no conf.d folder at {} (set BACKUP_CONF_DIR)",
+                    conf_dir.display()
+                ),
+            )));
+        }
+        return Ok(vec![Config::from_vars(DEFAULT_SCHEDULE, env)?]);
+    }
+    let files = conf_files(&conf_dir)?;
+    let selected: Vec<&PathBuf> = match only {
+        None => files.iter().collect(),
+        Some(name) => {
+            let found: Vec<_> = files.iter().filter(|f| file_name(f) == name).collect();
+            if found.is_empty() {
+                let known: Vec<_> = files.iter().map(|f| file_name(f)).collect();
+                return Err(ConfigError::one(Problem::new(
+                    "--config",
+                    name,
+                    format!(
+                        "no such file in {}; available: {}",
+                        conf_dir.display(),
+                        known.join(", ")
+                    ),
+                )));
+            }
+            found
+        }
+    };
+    let mut configs = Vec::new();
+    let mut problems = Vec::new();
+    for path in selected {
+        let result = env
+            .with_conf_file(path)
+            .map_err(ConfigError::one)
+            .and_then(|vars| Config::from_vars(&file_name(path), &vars));
+        match result {
+            Ok(c) => configs.push(c),
+            Err(e) => problems.extend(e.problems.into_iter().map(|mut p| {
+                if !p.var.contains('/') {
+                    p.var = format!("{} ({})", p.var, file_name(path));
+                }
+                p
+            })),
+        }
+    }
+    if problems.is_empty() {
+        Ok(configs)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The regular files of a conf.d folder, in name order. An empty folder is an error: a
+/// mounted but empty conf.d means a deployment mistake, not "back up nothing".
+fn conf_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let read = std::fs::read_dir(dir).map_err(|e| {
+        ConfigError::one(Problem::new(
+            "BACKUP_CONF_DIR",
+            &dir.display().to_string(),
+            format!("cannot read the conf.d folder: {e}"),
+        ))
+    })?;
+    let mut files: Vec<PathBuf> = read
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ConfigError::one(Problem::new(
+            "BACKUP_CONF_DIR",
+            &dir.display().to_string(),
+            "the conf.d folder exists but holds no files; add one file per schedule or \
+             remove the folder to configure from the environment",
+        )));
+    }
+    Ok(files)
+}
+
+/// Reads typed values, collecting problems instead of stopping at the first.
+struct Parser<'a> {
+    vars: &'a Vars,
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl Parser<'_> {
+    fn problem(&mut self, var: &str, value: &str, message: impl Into<String>) {
+        self.problems.push(Problem::new(var, value, message));
+    }
+
+    /// The value, or the registry's default when unset. Set-but-empty stays empty.
+    fn string(&self, key: &str) -> String {
+        let spec = registry::spec(key);
+        debug_assert!(spec.is_some(), "{key} is missing from the registry");
+        self.vars
+            .get(key)
+            .or(spec.and_then(|s| s.default))
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// `None` when unset or empty.
+    fn optional(&self, key: &str) -> Option<String> {
+        Some(self.string(key)).filter(|v| !v.is_empty())
+    }
+
+    fn bool(&mut self, key: &str) -> bool {
+        let raw = self.string(key);
+        match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" => true,
+            "false" | "0" | "" => false,
+            _ => {
+                self.problem(key, &raw, "expected a boolean: true, false, 1 or 0");
+                false
+            }
+        }
+    }
+
+    fn path(&mut self, key: &str) -> PathBuf {
+        let raw = self.string(key);
+        if raw.is_empty() {
+            self.problem(key, &raw, "expected a path, got an empty value");
+            return PathBuf::new();
+        }
+        std::path::absolute(&raw).unwrap_or_else(|_| PathBuf::from(raw))
+    }
+
+    fn duration(&mut self, key: &str) -> Duration {
+        let raw = self.string(key);
+        duration::parse_duration(&raw).unwrap_or_else(|why| {
+            self.problem(
+                key,
+                &raw,
+                format!("{why}; expected a duration such as 90s, 5m, 1h30m or 2d"),
+            );
+            Duration::ZERO
+        })
+    }
+
+    fn number(&mut self, key: &str, range: std::ops::RangeInclusive<u32>) -> Option<u32> {
+        let raw = self.optional(key)?;
+        match raw.trim().parse::<u32>() {
+            Ok(n) if range.contains(&n) => Some(n),
+            _ => {
+                self.problem(
+                    key,
+                    &raw,
+                    format!(
+                        "expected a whole number from {} to {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Unknown names with our prefixes are warnings with a suggestion; a setting of a
+    /// feature this version does not have is a problem (destinations, encryption) or a
+    /// warning (notifications, Docker).
+    fn check_names_and_features(&mut self) {
+        let vars = self.vars;
+        for name in vars.names() {
+            if registry::spec(name).is_some()
+                || !registry::OUR_PREFIXES.iter().any(|p| name.starts_with(p))
+            {
+                continue;
+            }
+            let hint = registry::closest(name)
+                .map(|c| format!("; did you mean {c}?"))
+                .unwrap_or_default();
+            self.warnings
+                .push(format!("unknown variable {name} is ignored{hint}"));
+        }
+        let mut warned = Vec::new();
+        for spec in registry::VARIABLES {
+            let set = vars.get(spec.name).is_some_and(|v| !v.is_empty());
+            if !set || !spec.enables || spec.feature.available() {
+                continue;
+            }
+            let value = vars.get(spec.name).unwrap_or_default().to_owned();
+            match spec.feature {
+                Feature::Notifications => {
+                    if !warned.contains(&spec.feature) {
+                        warned.push(spec.feature);
+                        self.warnings.push(format!(
+                            "{} is set, but this version of dunnage does not send \
+                             notifications yet; failures are only logged",
+                            spec.name
+                        ));
+                    }
+                }
+                feature => self.problem(
+                    spec.name,
+                    &value,
+                    format!(
+                        "{} is not available in this version of dunnage; unset {} (the \
+                         backup would not be {} as configured)",
+                        feature.title(),
+                        spec.name,
+                        if feature == Feature::Encryption {
+                            "encrypted"
+                        } else {
+                            "stored"
+                        }
+                    ),
+                ),
+            }
+        }
+    }
+
+    fn codec(&mut self) -> Codec {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let kind = self.string("BACKUP_COMPRESSION");
+        let threads = match self.number("GZIP_PARALLELISM", 0..=1024) {
+            None | Some(0) => cores,
+            Some(n) => n,
+        };
+        match kind.as_str() {
+            "gz" => {
+                let level = self
+                    .number("BACKUP_COMPRESSION_LEVEL", 1..=9)
+                    .unwrap_or(DEFAULT_GZIP_LEVEL);
+                Codec::Gzip { level, threads }
+            }
+            "zst" => {
+                let level = self
+                    .number("BACKUP_COMPRESSION_LEVEL", 1..=MAX_ZSTD_LEVEL)
+                    .unwrap_or(DEFAULT_ZSTD_LEVEL);
+                Codec::Zstd {
+                    level,
+                    threads: cores,
+                }
+            }
+            "none" => {
+                if let Some(raw) = self.optional("BACKUP_COMPRESSION_LEVEL") {
+                    self.problem(
+                        "BACKUP_COMPRESSION_LEVEL",
+                        &raw,
+                        "a level has no effect with BACKUP_COMPRESSION=none; unset it",
+                    );
+                }
+                Codec::None
+            }
+            _ => {
+                self.problem("BACKUP_COMPRESSION", &kind, "expected one of gz, zst, none");
+                Codec::None
+            }
+        }
+    }
+
+    fn time_zone(&mut self) -> TimeZone {
+        match self.optional("TZ") {
+            None => TimeZone::system(),
+            Some(name) => {
+                // POSIX allows a leading ':' before a zone name.
+                let zone = name.strip_prefix(':').unwrap_or(&name);
+                TimeZone::get(zone).unwrap_or_else(|_| {
+                    self.problem(
+                        "TZ",
+                        &name,
+                        "unknown time zone; expected an IANA name such as Europe/Berlin or UTC",
+                    );
+                    TimeZone::UTC
+                })
+            }
+        }
+    }
+
+    fn retention(&mut self, expand: bool) -> Policy {
+        let days = {
+            let raw = self.string("BACKUP_RETENTION_DAYS");
+            match raw.trim().parse::<i64>() {
+                Ok(n) if n < 0 => None,
+                Ok(n) if n <= 100_000 => Some(n as u32),
+                _ => {
+                    self.problem(
+                        "BACKUP_RETENTION_DAYS",
+                        &raw,
+                        "expected a whole number of days (0 or more), or -1 to keep everything",
+                    );
+                    None
+                }
+            }
+        };
+        let prefix = self.string("BACKUP_PRUNING_PREFIX");
+        let mut keep = |key: &str| self.number(key, 0..=1_000_000).unwrap_or(0);
+        Policy {
+            days,
+            keep_last: keep("BACKUP_RETENTION_KEEP_LAST"),
+            keep_daily: keep("BACKUP_RETENTION_KEEP_DAILY"),
+            keep_weekly: keep("BACKUP_RETENTION_KEEP_WEEKLY"),
+            keep_monthly: keep("BACKUP_RETENTION_KEEP_MONTHLY"),
+            keep_yearly: keep("BACKUP_RETENTION_KEEP_YEARLY"),
+            leeway: self.duration("BACKUP_PRUNING_LEEWAY"),
+            prefix: if expand {
+                expand_vars(&prefix, self.vars)
+            } else {
+                prefix
+            },
+        }
+    }
+
+    fn skip_prune(&mut self) -> Vec<String> {
+        let raw = self.string("BACKUP_SKIP_BACKENDS_FROM_PRUNE");
+        let mut names = Vec::new();
+        for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if BACKEND_NAMES.iter().any(|b| b.eq_ignore_ascii_case(item)) {
+                names.push(item.to_ascii_lowercase());
+            } else {
+                self.problem(
+                    "BACKUP_SKIP_BACKENDS_FROM_PRUNE",
+                    &raw,
+                    format!(
+                        "unknown destination {item:?}; expected a comma list of {}",
+                        BACKEND_NAMES.join(", ")
+                    ),
+                );
+            }
+        }
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vars {
+        Vars::from_pairs(pairs.iter().copied())
+    }
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars("test", &vars(pairs))
+    }
+
+    fn problem_vars(err: &ConfigError) -> Vec<&str> {
+        err.problems.iter().map(|p| p.var.as_str()).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let c = config(&[("TZ", "UTC")]).unwrap();
+        assert_eq!(c.sources, PathBuf::from("/backup"));
+        assert_eq!(c.archive_dir, PathBuf::from("/archive"));
+        assert!(matches!(c.codec, Codec::Gzip { level: 5, .. }));
+        assert!(c.exclude.is_none());
+        assert!(c.latest_symlink.is_none());
+        assert_eq!(c.filename.extension(), "tar.gz");
+        assert_eq!(c.cron.expression(), "@daily");
+        assert_eq!(c.jitter, Duration::ZERO);
+        assert_eq!(c.lock_timeout, Duration::from_secs(3600));
+        assert_eq!(
+            c.lock_file,
+            PathBuf::from("/var/lock/dockervolumebackup.lock")
+        );
+        assert_eq!(c.retention.days, None, "-1 keeps everything");
+        assert_eq!(c.retention.leeway, Duration::from_secs(60));
+        assert!(!c.retention.is_active());
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn gzip_parallelism_zero_means_all_cores() {
+        let cores = std::thread::available_parallelism().unwrap().get() as u32;
+        for (value, want) in [("0", cores), ("3", 3)] {
+            let c = config(&[("GZIP_PARALLELISM", value)]).unwrap();
+            assert!(
+                matches!(c.codec, Codec::Gzip { threads, .. } if threads == want),
+                "{value}"
+            );
+        }
+        let c = config(&[]).unwrap();
+        assert!(matches!(c.codec, Codec::Gzip { threads, .. } if threads == cores));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = config(&[
+            ("BACKUP_COMPRESSION", "lz4"),
+            ("BACKUP_FILENAME_EXPAND", "yes"),
+            ("BACKUP_EXCLUDE_REGEXP", "(unclosed"),
+            ("GZIP_PARALLELISM", "-1"),
+            ("TZ", "Mars/Olympus"),
+            ("BACKUP_LATEST_SYMLINK", "a/b"),
+            ("BACKUP_CRON_EXPRESSION", "every day"),
+            ("BACKUP_JITTER", "5 minutes"),
+            ("BACKUP_RETENTION_DAYS", "seven"),
+            ("BACKUP_SKIP_BACKENDS_FROM_PRUNE", "local,ftp"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            problem_vars(&err),
+            [
+                "BACKUP_CRON_EXPRESSION",
+                "BACKUP_JITTER",
+                "GZIP_PARALLELISM",
+                "BACKUP_COMPRESSION",
+                "BACKUP_FILENAME_EXPAND",
+                "TZ",
+                "BACKUP_EXCLUDE_REGEXP",
+                "BACKUP_LATEST_SYMLINK",
+                "BACKUP_RETENTION_DAYS",
+                "BACKUP_SKIP_BACKENDS_FROM_PRUNE",
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("invalid configuration (10 problems):"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"BACKUP_COMPRESSION="lz4": expected one of gz, zst, none"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"unknown destination "ftp""#), "{text}");
+    }
+
+    #[test]
+    fn compression_levels_are_checked_per_codec() {
+        let ok = |pairs: &[(&str, &str)]| config(pairs).map(|c| c.codec);
+        assert!(matches!(
+            ok(&[
+                ("BACKUP_COMPRESSION", "zst"),
+                ("BACKUP_COMPRESSION_LEVEL", "19")
+            ]),
+            Ok(Codec::Zstd { level: 19, .. })
+        ));
+        assert!(matches!(
+            ok(&[
+                ("BACKUP_COMPRESSION", "gz"),
+                ("BACKUP_COMPRESSION_LEVEL", "9")
+            ]),
+            Ok(Codec::Gzip { level: 9, .. })
+        ));
+        for bad in [
+            [
+                ("BACKUP_COMPRESSION", "gz"),
+                ("BACKUP_COMPRESSION_LEVEL", "10"),
+            ],
+            [
+                ("BACKUP_COMPRESSION", "zst"),
+                ("BACKUP_COMPRESSION_LEVEL", "22"),
+            ],
+            [
+                ("BACKUP_COMPRESSION", "zst"),
+                ("BACKUP_COMPRESSION_LEVEL", "fast"),
+            ],
+            [
+                ("BACKUP_COMPRESSION", "none"),
+                ("BACKUP_COMPRESSION_LEVEL", "3"),
+            ],
+        ] {
+            let err = ok(&bad).unwrap_err();
+            assert_eq!(problem_vars(&err), ["BACKUP_COMPRESSION_LEVEL"], "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn booleans_accept_the_reference_spellings() {
+        for (raw, want) in [("TRUE", true), ("1", true), ("false", false), ("0", false)] {
+            let c = config(&[
+                ("BACKUP_FILENAME_EXPAND", raw),
+                ("BACKUP_FILENAME", "$X.tar"),
+                ("X", "x"),
+            ])
+            .unwrap();
+            let name = c
+                .filename
+                .render(&jiff::Timestamp::UNIX_EPOCH.to_zoned(TimeZone::UTC));
+            assert_eq!(
+                name.unwrap(),
+                if want { "x.tar" } else { "$X.tar" },
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_paths_are_refused() {
+        let err = config(&[("BACKUP_SOURCES", "")]).unwrap_err();
+        assert_eq!(problem_vars(&err), ["BACKUP_SOURCES"]);
+    }
+
+    #[test]
+    fn retention_settings_parse() {
+        let c = config(&[
+            ("BACKUP_RETENTION_DAYS", "7"),
+            ("BACKUP_PRUNING_LEEWAY", "10m"),
+            ("BACKUP_PRUNING_PREFIX", "$APP-"),
+            ("BACKUP_FILENAME_EXPAND", "true"),
+            ("APP", "shop"),
+            ("BACKUP_RETENTION_KEEP_DAILY", "7"),
+            ("BACKUP_RETENTION_KEEP_MONTHLY", "12"),
+            ("BACKUP_SKIP_BACKENDS_FROM_PRUNE", " S3 , local "),
+        ])
+        .unwrap();
+        assert_eq!(c.retention.days, Some(7));
+        assert_eq!(c.retention.leeway, Duration::from_secs(600));
+        assert_eq!(c.retention.prefix, "shop-");
+        assert_eq!((c.retention.keep_daily, c.retention.keep_monthly), (7, 12));
+        assert!(c.skips_prune("Local") && c.skips_prune("s3") && !c.skips_prune("WebDAV"));
+        assert_eq!(
+            config(&[("BACKUP_RETENTION_DAYS", "0")])
+                .unwrap()
+                .retention
+                .days,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn secret_files_are_read_and_secrets_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-file");
+        let err = config(&[
+            ("GPG_PASSPHRASE_FILE", missing.to_str().unwrap()),
+            ("NOTIFICATION_URLS", "smtp://user:hunter2@mail"),
+        ])
+        .unwrap_err();
+        assert_eq!(problem_vars(&err), ["GPG_PASSPHRASE_FILE"]);
+        let text = err.to_string();
+        assert!(text.contains("cannot read the file"), "{text}");
+
+        let c = config(&[("WEBDAV_PASSWORD", "hunter2"), ("BACKUP_SOURCES", "/data")]).unwrap();
+        let described = c.describe();
+        let show = |name: &str| described.iter().find(|(n, ..)| *n == name).cloned();
+        assert_eq!(
+            show("WEBDAV_PASSWORD"),
+            Some(("WEBDAV_PASSWORD", "(redacted)".into(), "environment".into()))
+        );
+        assert_eq!(
+            show("WEBDAV_URL"),
+            None,
+            "unset settings of missing features are hidden"
+        );
+        assert_eq!(
+            show("BACKUP_SOURCES"),
+            Some(("BACKUP_SOURCES", "/data".into(), "environment".into()))
+        );
+        assert_eq!(
+            show("BACKUP_COMPRESSION"),
+            Some(("BACKUP_COMPRESSION", "gz".into(), "default".into()))
+        );
+        let err = config(&[("DROPBOX_REFRESH_TOKEN", "hunter2")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("(redacted)"), "{err}");
+    }
+
+    #[test]
+    fn unavailable_destinations_and_encryption_are_refused_notifications_warned() {
+        let err = config(&[
+            ("AWS_S3_BUCKET_NAME", "bucket"),
+            ("AGE_PUBLIC_KEYS", "age1xyz"),
+            ("AWS_S3_PATH", "sub"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            problem_vars(&err),
+            ["AWS_S3_BUCKET_NAME", "AGE_PUBLIC_KEYS"]
+        );
+        assert!(err.to_string().contains("would not be encrypted"), "{err}");
+        let c = config(&[
+            ("NOTIFICATION_URLS", "generic://x"),
+            ("BACKUP_HEALTHCHECK_URL", "h"),
+        ])
+        .unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("does not send notifications"));
+    }
+
+    #[test]
+    fn unknown_variables_are_warnings_with_a_suggestion() {
+        let c = config(&[
+            ("BACKUP_RETENTON_DAYS", "7"),
+            ("HEALTHCHECK_URL", "not our prefix"),
+            ("AWS_SECRET_ACCESS_KEY_FILE_X", "x"),
+            ("PATH", "/bin"),
+        ])
+        .unwrap();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("AWS_SECRET_ACCESS_KEY_FILE_X"));
+        assert!(
+            c.warnings[1].contains("did you mean BACKUP_RETENTION_DAYS?"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn conf_d_gives_one_schedule_per_file_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf.d");
+        std::fs::create_dir(&conf).unwrap();
+        std::fs::write(conf.join("20-files.env"), "BACKUP_SOURCES=/files\n").unwrap();
+        std::fs::write(
+            conf.join("10-db.env"),
+            "BACKUP_SOURCES=/db\nBACKUP_CRON_EXPRESSION=0 3 * * *\n",
+        )
+        .unwrap();
+        let env = vars(&[
+            ("BACKUP_CONF_DIR", conf.to_str().unwrap()),
+            ("BACKUP_CRON_EXPRESSION", "@hourly"),
+        ]);
+        let all = load(&env, None).unwrap();
+        let summary: Vec<_> = all
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.sources.clone(),
+                    c.cron.expression().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("10-db.env", PathBuf::from("/db"), "0 3 * * *".to_owned()),
+                (
+                    "20-files.env",
+                    PathBuf::from("/files"),
+                    "@hourly".to_owned()
+                ),
+            ]
+        );
+        let one = load(&env, Some("20-files.env")).unwrap();
+        assert_eq!(one.len(), 1);
+        let err = load(&env, Some("nope")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("available: 10-db.env, 20-files.env"),
+            "{err}"
+        );
+
+        // Problems name the file they are in.
+        std::fs::write(conf.join("30-bad.env"), "BACKUP_COMPRESSION=lz4\n").unwrap();
+        let err = load(&env, None).unwrap_err();
+        assert_eq!(problem_vars(&err), ["BACKUP_COMPRESSION (30-bad.env)"]);
+    }
+
+    #[test]
+    fn an_empty_conf_d_is_an_error_and_a_missing_one_means_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = vars(&[("BACKUP_CONF_DIR", dir.path().to_str().unwrap())]);
+        let err = load(&env, None).unwrap_err();
+        assert!(err.to_string().contains("holds no files"), "{err}");
+        let env = vars(&[("BACKUP_CONF_DIR", "/no/such/conf.d")]);
+        let all = load(&env, None).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].name, DEFAULT_SCHEDULE);
+        assert!(load(&env, Some("x")).is_err());
+    }
+}

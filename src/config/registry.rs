@@ -1,0 +1,291 @@
+//! Every variable dunnage knows: name, default, whether it is secret, and which feature owns
+//! it. The loader reads only names listed here, print-config and the unknown-variable
+//! warning walk this list, and a test checks docs/configuration.md against it, so code and
+//! docs cannot drift apart.
+
+/// The feature a variable belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    Schedule,
+    Archive,
+    Local,
+    Retention,
+    Docker,
+    S3,
+    Azure,
+    WebDav,
+    Sftp,
+    Dropbox,
+    GoogleDrive,
+    Encryption,
+    Notifications,
+}
+
+impl Feature {
+    /// Whether this version implements the feature. Settings of a missing destination or of
+    /// encryption are refused (a backup believed to be off-site or encrypted must not be
+    /// silently local or plain); missing notifications and Docker support are warned about.
+    pub fn available(self) -> bool {
+        matches!(
+            self,
+            Feature::Schedule | Feature::Archive | Feature::Local | Feature::Retention
+        )
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Feature::Schedule => "schedule",
+            Feature::Archive => "archive",
+            Feature::Local => "local destination",
+            Feature::Retention => "retention",
+            Feature::Docker => "Docker (stopping containers, exec hooks)",
+            Feature::S3 => "the S3 destination",
+            Feature::Azure => "the Azure Blob destination",
+            Feature::WebDav => "the WebDAV destination",
+            Feature::Sftp => "the SFTP destination",
+            Feature::Dropbox => "the Dropbox destination",
+            Feature::GoogleDrive => "the Google Drive destination",
+            Feature::Encryption => "encryption",
+            Feature::Notifications => "notifications",
+        }
+    }
+}
+
+/// One known variable.
+#[derive(Debug, Clone, Copy)]
+pub struct VarSpec {
+    pub name: &'static str,
+    /// The value used when the variable is unset (`None`: unset means off/empty).
+    pub default: Option<&'static str>,
+    /// Never printed or logged; print-config shows `(redacted)`.
+    pub secret: bool,
+    pub feature: Feature,
+    /// Setting this variable turns its feature on (a destination's key variable).
+    pub enables: bool,
+}
+
+const fn var(name: &'static str, default: Option<&'static str>, feature: Feature) -> VarSpec {
+    VarSpec {
+        name,
+        default,
+        secret: false,
+        feature,
+        enables: false,
+    }
+}
+
+const fn secret(name: &'static str, feature: Feature) -> VarSpec {
+    VarSpec {
+        name,
+        default: None,
+        secret: true,
+        feature,
+        enables: false,
+    }
+}
+
+const fn key(mut spec: VarSpec) -> VarSpec {
+    spec.enables = true;
+    spec
+}
+
+use Feature::*;
+
+pub static VARIABLES: &[VarSpec] = &[
+    // Schedule
+    var("BACKUP_CRON_EXPRESSION", Some("@daily"), Schedule),
+    var("BACKUP_JITTER", Some("0s"), Schedule),
+    var("LOCK_TIMEOUT", Some("60m"), Schedule),
+    var(
+        "BACKUP_LOCK_FILE",
+        Some("/var/lock/dockervolumebackup.lock"),
+        Schedule,
+    ),
+    var(
+        "BACKUP_CONF_DIR",
+        Some("/etc/dockervolumebackup/conf.d"),
+        Schedule,
+    ),
+    var("TZ", None, Schedule),
+    // Archive
+    var("BACKUP_SOURCES", Some("/backup"), Archive),
+    var("BACKUP_EXCLUDE_REGEXP", None, Archive),
+    var("BACKUP_COMPRESSION", Some("gz"), Archive),
+    var("BACKUP_COMPRESSION_LEVEL", None, Archive),
+    var("GZIP_PARALLELISM", Some("0"), Archive),
+    var(
+        "BACKUP_FILENAME",
+        Some("backup-%Y-%m-%dT%H-%M-%S.{{ .Extension }}"),
+        Archive,
+    ),
+    var("BACKUP_FILENAME_EXPAND", Some("false"), Archive),
+    var("BACKUP_FROM_SNAPSHOT", Some("false"), Archive),
+    // Local destination
+    var("BACKUP_ARCHIVE", Some("/archive"), Local),
+    var("BACKUP_LATEST_SYMLINK", None, Local),
+    // Retention
+    var("BACKUP_RETENTION_DAYS", Some("-1"), Retention),
+    var("BACKUP_PRUNING_LEEWAY", Some("1m"), Retention),
+    var("BACKUP_PRUNING_PREFIX", None, Retention),
+    var("BACKUP_SKIP_BACKENDS_FROM_PRUNE", None, Retention),
+    var("BACKUP_RETENTION_KEEP_LAST", None, Retention),
+    var("BACKUP_RETENTION_KEEP_DAILY", None, Retention),
+    var("BACKUP_RETENTION_KEEP_WEEKLY", None, Retention),
+    var("BACKUP_RETENTION_KEEP_MONTHLY", None, Retention),
+    var("BACKUP_RETENTION_KEEP_YEARLY", None, Retention),
+    // Docker
+    var("BACKUP_STOP_DURING_BACKUP_LABEL", Some("true"), Docker),
+    var("BACKUP_STOP_DURING_BACKUP_NO_RESTART_LABEL", None, Docker),
+    var("BACKUP_STOP_CONTAINER_LABEL", None, Docker),
+    var("BACKUP_STOP_SERVICE_TIMEOUT", Some("5m"), Docker),
+    var("EXEC_LABEL", None, Docker),
+    var("EXEC_FORWARD_OUTPUT", Some("false"), Docker),
+    // S3
+    key(var("AWS_S3_BUCKET_NAME", None, S3)),
+    var("AWS_S3_PATH", None, S3),
+    var("AWS_ACCESS_KEY_ID", None, S3),
+    secret("AWS_SECRET_ACCESS_KEY", S3),
+    var("AWS_IAM_ROLE_ENDPOINT", None, S3),
+    var("AWS_ENDPOINT", Some("s3.amazonaws.com"), S3),
+    var("AWS_ENDPOINT_PROTO", Some("https"), S3),
+    var("AWS_ENDPOINT_INSECURE", Some("false"), S3),
+    var("AWS_ENDPOINT_CA_CERT", None, S3),
+    var("AWS_STORAGE_CLASS", None, S3),
+    var("AWS_PART_SIZE", Some("16"), S3),
+    // Azure
+    key(var("AZURE_STORAGE_ACCOUNT_NAME", None, Azure)),
+    secret("AZURE_STORAGE_PRIMARY_ACCOUNT_KEY", Azure),
+    key(secret("AZURE_STORAGE_CONNECTION_STRING", Azure)),
+    var("AZURE_STORAGE_CONTAINER_NAME", None, Azure),
+    var("AZURE_STORAGE_PATH", None, Azure),
+    var(
+        "AZURE_STORAGE_ENDPOINT",
+        Some("https://{{ .AccountName }}.blob.core.windows.net/"),
+        Azure,
+    ),
+    var("AZURE_STORAGE_ACCESS_TIER", None, Azure),
+    // WebDAV
+    key(var("WEBDAV_URL", None, WebDav)),
+    var("WEBDAV_PATH", Some("/"), WebDav),
+    var("WEBDAV_USERNAME", None, WebDav),
+    secret("WEBDAV_PASSWORD", WebDav),
+    var("WEBDAV_URL_INSECURE", Some("false"), WebDav),
+    // SFTP
+    key(var("SSH_HOST_NAME", None, Sftp)),
+    var("SSH_PORT", Some("22"), Sftp),
+    var("SSH_USER", None, Sftp),
+    secret("SSH_PASSWORD", Sftp),
+    var("SSH_IDENTITY_FILE", Some("/root/.ssh/id_rsa"), Sftp),
+    secret("SSH_IDENTITY_PASSPHRASE", Sftp),
+    var("SSH_REMOTE_PATH", None, Sftp),
+    var("SSH_KNOWN_HOSTS", None, Sftp),
+    var("SSH_HOST_KEY_FINGERPRINT", None, Sftp),
+    // Dropbox
+    key(secret("DROPBOX_REFRESH_TOKEN", Dropbox)),
+    var("DROPBOX_APP_KEY", None, Dropbox),
+    secret("DROPBOX_APP_SECRET", Dropbox),
+    var("DROPBOX_REMOTE_PATH", None, Dropbox),
+    var("DROPBOX_CONCURRENCY_LEVEL", Some("6"), Dropbox),
+    var(
+        "DROPBOX_ENDPOINT",
+        Some("https://api.dropbox.com/"),
+        Dropbox,
+    ),
+    var(
+        "DROPBOX_OAUTH2_ENDPOINT",
+        Some("https://api.dropbox.com/"),
+        Dropbox,
+    ),
+    // Google Drive
+    key(secret("GOOGLE_DRIVE_CREDENTIALS_JSON", GoogleDrive)),
+    var("GOOGLE_DRIVE_FOLDER_ID", None, GoogleDrive),
+    var("GOOGLE_DRIVE_IMPERSONATE_SUBJECT", None, GoogleDrive),
+    var("GOOGLE_DRIVE_TEAM_DRIVE_ID", None, GoogleDrive),
+    // Encryption
+    key(secret("GPG_PASSPHRASE", Encryption)),
+    key(var("GPG_PUBLIC_KEY_RING", None, Encryption)),
+    key(secret("AGE_PASSPHRASE", Encryption)),
+    key(var("AGE_PUBLIC_KEYS", None, Encryption)),
+    // Notifications
+    key(secret("NOTIFICATION_URLS", Notifications)),
+    var("NOTIFICATION_LEVEL", Some("error"), Notifications),
+    key(var("EMAIL_NOTIFICATION_RECIPIENT", None, Notifications)),
+    var(
+        "EMAIL_NOTIFICATION_SENDER",
+        Some("noreply@nohost"),
+        Notifications,
+    ),
+    var("EMAIL_SMTP_HOST", None, Notifications),
+    var("EMAIL_SMTP_PORT", Some("587"), Notifications),
+    var("EMAIL_SMTP_USERNAME", None, Notifications),
+    secret("EMAIL_SMTP_PASSWORD", Notifications),
+    key(secret("BACKUP_HEALTHCHECK_URL", Notifications)),
+];
+
+/// Prefixes of variables that are meant for dunnage: an unknown one is probably a typo.
+pub const OUR_PREFIXES: &[&str] = &[
+    "BACKUP_",
+    "AWS_",
+    "AZURE_",
+    "WEBDAV_",
+    "SSH_",
+    "DROPBOX_",
+    "NOTIFICATION_",
+    "GPG_",
+    "AGE_",
+    "EMAIL_",
+    "GOOGLE_DRIVE_",
+    "EXEC_",
+];
+
+pub fn spec(name: &str) -> Option<&'static VarSpec> {
+    VARIABLES.iter().find(|v| v.name == name)
+}
+
+/// Whether `name` is secret (its `_FILE` form included).
+pub fn is_secret(name: &str) -> bool {
+    spec(name.strip_suffix("_FILE").unwrap_or(name)).is_some_and(|s| s.secret)
+}
+
+/// The closest known name, for "did you mean" hints.
+pub fn closest(name: &str) -> Option<&'static str> {
+    VARIABLES
+        .iter()
+        .map(|v| (strsim::levenshtein(name, v.name), v.name))
+        .filter(|(d, known)| *d <= 3.max(known.len() / 4))
+        .min()
+        .map(|(_, n)| n)
+        .or_else(|| {
+            // A known name that ends with what was written (HEALTHCHECK_URL).
+            VARIABLES
+                .iter()
+                .find(|v| v.name.ends_with(&format!("_{name}")))
+                .map(|v| v.name)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = VARIABLES.iter().map(|v| v.name).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+
+    #[test]
+    fn typos_find_their_variable() {
+        assert_eq!(
+            closest("BACKUP_RETENTON_DAYS"),
+            Some("BACKUP_RETENTION_DAYS")
+        );
+        assert_eq!(closest("HEALTHCHECK_URL"), Some("BACKUP_HEALTHCHECK_URL"));
+        assert_eq!(closest("BACKUP_CRON"), None);
+        assert!(is_secret("AWS_SECRET_ACCESS_KEY_FILE"));
+        assert!(!is_secret("BACKUP_SOURCES"));
+    }
+}

@@ -1,0 +1,103 @@
+//! The foreground scheduler: every schedule on its cron expression, with jitter, all runs
+//! serialised by one lock (shared with one-shot `backup` and other processes).
+//!
+//! Shutdown (SIGTERM/SIGINT): no new runs start; a running backup is aborted, which removes
+//! its unfinished upload, so no partial archive is left behind.
+
+pub mod cron;
+pub mod lock;
+
+use std::time::Duration;
+
+use jiff::Zoned;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::run;
+
+/// Longest single sleep: the wall clock is re-read at least this often, so clock changes and
+/// suspended hosts do not make a run late by more than this.
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Resolves when shutdown was requested.
+pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which is a shutdown too.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Runs every schedule until `shutdown` turns true. Returns the number of failed runs.
+pub async fn run_forever(configs: Vec<Config>, shutdown: watch::Receiver<bool>) -> usize {
+    let tasks: Vec<_> = configs
+        .into_iter()
+        .map(|config| tokio::spawn(schedule_loop(config, shutdown.clone())))
+        .collect();
+    let mut failed = 0;
+    for task in tasks {
+        failed += task.await.unwrap_or(1);
+    }
+    failed
+}
+
+async fn schedule_loop(config: Config, mut shutdown: watch::Receiver<bool>) -> usize {
+    let mut rng = fastrand::Rng::new();
+    let mut failed = 0;
+    let mut base = Zoned::now().with_time_zone(config.time_zone.clone());
+    loop {
+        let Some(next) = config.cron.next_after(&base) else {
+            tracing::info!(
+                "[{}] {} never fires; this schedule is idle",
+                config.name,
+                config.cron.describe()
+            );
+            shutdown_requested(&mut shutdown).await;
+            return failed;
+        };
+        tracing::info!(
+            "[{}] next run at {} ({})",
+            config.name,
+            next.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            config.cron.describe()
+        );
+        if !sleep_until(&next, &mut shutdown).await {
+            return failed;
+        }
+        let delay = cron::jitter(config.jitter, &mut rng);
+        if !delay.is_zero() {
+            tracing::info!("[{}] waiting {delay:?} of jitter", config.name);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown_requested(&mut shutdown) => return failed,
+            }
+        }
+        tokio::select! {
+            stats = run::run_once(&config) => {
+                if !stats.succeeded() {
+                    failed += 1;
+                }
+            }
+            () = shutdown_requested(&mut shutdown) => {
+                tracing::warn!("[{}] shutdown: the running backup was aborted", config.name);
+                return failed + 1;
+            }
+        }
+        // Fire times missed while the run went on are skipped, not run back to back.
+        let now = Zoned::now().with_time_zone(config.time_zone.clone());
+        base = if now > next { now } else { next };
+    }
+}
+
+/// Sleeps until the wall clock reaches `when`; false when shutdown came first.
+async fn sleep_until(when: &Zoned, shutdown: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        let now = jiff::Timestamp::now();
+        let left = when.timestamp().duration_since(now);
+        if left <= jiff::SignedDuration::ZERO {
+            return true;
+        }
+        let step = Duration::try_from(left).unwrap_or(MAX_SLEEP).min(MAX_SLEEP);
+        tokio::select! {
+            () = tokio::time::sleep(step) => {}
+            () = shutdown_requested(shutdown) => return false,
+        }
+    }
+}
