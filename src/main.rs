@@ -61,11 +61,12 @@ fn main() -> ExitCode {
     let configs = match config::load(&Vars::from_env(), only) {
         Ok(c) => c,
         Err(e) => {
+            log_warnings(e.warnings.iter());
             tracing::error!("{e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    log_warnings(&configs);
+    log_warnings(configs.iter().flat_map(|c| &c.warnings));
     match cli.command {
         Some(Command::PrintConfig) => {
             print_config(&configs);
@@ -120,14 +121,13 @@ fn init_logging() {
         .init();
 }
 
-fn log_warnings(configs: &[Config]) {
+/// Logs each distinct warning once (schedules from one environment share most of them).
+fn log_warnings<'a>(warnings: impl Iterator<Item = &'a String>) {
     let mut seen = Vec::new();
-    for c in configs {
-        for w in &c.warnings {
-            if !seen.contains(w) {
-                tracing::warn!("{w}");
-                seen.push(w.clone());
-            }
+    for w in warnings {
+        if !seen.contains(&w) {
+            tracing::warn!("{w}");
+            seen.push(w);
         }
     }
 }

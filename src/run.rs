@@ -99,6 +99,16 @@ pub async fn run_once(config: &Config) -> RunStats {
         Err(e) => stats.error = Some(e.to_string()),
         Ok(held) => {
             stats.lock_wait = held.waited;
+            if config.archive_dir.is_dir() {
+                let leftovers = LocalStorage::new(&config.archive_dir)
+                    .remove_stale_partials()
+                    .await;
+                stats.warnings.extend(
+                    leftovers
+                        .into_iter()
+                        .map(|n| format!("removed {n}, left by an interrupted run")),
+                );
+            }
             match backup(config).await {
                 Err(e) => stats.error = Some(e.to_string()),
                 Ok(report) => {

@@ -85,6 +85,8 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigError {
     pub problems: Vec<Problem>,
+    /// Warnings found on the way (an unknown variable is often why a setting is missing).
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for ConfigError {
@@ -106,6 +108,7 @@ impl ConfigError {
     fn one(problem: Problem) -> Self {
         Self {
             problems: vec![problem],
+            warnings: Vec::new(),
         }
     }
 }
@@ -249,7 +252,7 @@ impl Config {
                 skip_prune,
                 warnings,
             }),
-            _ => Err(ConfigError { problems }),
+            _ => Err(ConfigError { problems, warnings }),
         }
     }
 
@@ -330,6 +333,7 @@ pub fn load(env: &Vars, only: Option<&str>) -> Result<Vec<Config>, ConfigError> 
     };
     let mut configs = Vec::new();
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     for path in selected {
         let result = env
             .with_conf_file(path)
@@ -337,18 +341,22 @@ pub fn load(env: &Vars, only: Option<&str>) -> Result<Vec<Config>, ConfigError> 
             .and_then(|vars| Config::from_vars(&file_name(path), &vars));
         match result {
             Ok(c) => configs.push(c),
-            Err(e) => problems.extend(e.problems.into_iter().map(|mut p| {
-                if !p.var.contains('/') {
-                    p.var = format!("{} ({})", p.var, file_name(path));
-                }
-                p
-            })),
+            Err(e) => {
+                warnings.extend(e.warnings);
+                problems.extend(e.problems.into_iter().map(|mut p| {
+                    if !p.var.contains('/') {
+                        p.var = format!("{} ({})", p.var, file_name(path));
+                    }
+                    p
+                }));
+            }
         }
     }
     if problems.is_empty() {
         Ok(configs)
     } else {
-        Err(ConfigError { problems })
+        warnings.extend(configs.into_iter().flat_map(|c| c.warnings));
+        Err(ConfigError { problems, warnings })
     }
 }
 

@@ -52,9 +52,45 @@ impl LocalStorage {
         &self.dir
     }
 
-    /// The hidden name an archive has while it is being written.
+    /// The hidden name an archive has while it is being written: `.NAME.HOST.PID.partial`.
+    /// The host name tells which machine or container an unfinished file belongs to.
     pub fn partial_name(name: &str) -> String {
-        format!(".{name}.{}.partial", std::process::id())
+        format!(".{name}.{}.{}.partial", host_tag(), std::process::id())
+    }
+
+    /// Removes unfinished uploads that runs on this host left behind (a crash, `kill -9`, an
+    /// out-of-memory kill), so repeated crashes cannot fill the disk. Call it only while
+    /// holding the run lock: then no run of this host is writing. Unfinished files of other
+    /// hosts sharing the folder are left alone.
+    pub async fn remove_stale_partials(&self) -> Vec<String> {
+        let suffix_host = format!(".{}.", host_tag());
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut removed = Vec::new();
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return removed;
+            };
+            for entry in entries.flatten() {
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let Some(stem) = name.strip_suffix(".partial") else {
+                    continue;
+                };
+                let ours = name.starts_with('.')
+                    && stem.rsplit_once('.').is_some_and(|(rest, pid)| {
+                        pid.chars().all(|c| c.is_ascii_digit())
+                            && format!("{rest}.").ends_with(&suffix_host)
+                    });
+                if ours && std::fs::remove_file(entry.path()).is_ok() {
+                    tracing::warn!("removed {name}, left unfinished by an interrupted run");
+                    removed.push(name);
+                }
+            }
+            removed
+        })
+        .await
+        .unwrap_or_default()
     }
 
     /// Points the symlink `link` in the archive folder at `target`, replacing any previous
@@ -168,6 +204,25 @@ impl Storage for LocalStorage {
             .await
             .map_err(|e| StorageError::io(format!("deleting {}", path.display()), e))
     }
+}
+
+/// This host's name as used in partial file names (no dots, so names parse back).
+fn host_tag() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    let tag: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if tag.is_empty() { "host".into() } else { tag }
 }
 
 /// Writes a file so that making it durable costs little at the end: the kernel is asked to
