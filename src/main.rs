@@ -177,6 +177,10 @@ async fn backup(configs: Vec<Config>, mut shutdown: watch::Receiver<bool>) -> Ex
             stats = dunnage::run::run_once(config) => failed |= !stats.succeeded(),
             () = dunnage::schedule::shutdown_requested(&mut shutdown) => {
                 tracing::error!("[{}] backup aborted; its unfinished archive was removed", config.name);
+                dunnage::run::recover_interrupted(
+                    config,
+                    dunnage::schedule::SHUTDOWN_RECOVERY_WAIT,
+                ).await;
                 return ExitCode::from(EXIT_FAILED);
             }
         }

@@ -10,6 +10,7 @@ use jiff::Zoned;
 use crate::archive::{self, ArchiveError, ArchiveStats};
 use crate::config::Config;
 use crate::config::duration::format_duration;
+use crate::docker::{self, Downtime, Engine};
 use crate::filename::FilenameError;
 use crate::prune::{self, PruneReport};
 use crate::schedule::lock;
@@ -27,6 +28,8 @@ pub struct RunStats {
     pub archive_name: Option<String>,
     pub archive: Option<ArchiveStats>,
     pub destinations: Vec<DestinationStats>,
+    /// Containers stopped for this run and how long each was down.
+    pub containers: Vec<Downtime>,
     /// Non-fatal problems: files changed while read, refused or failed prunes.
     pub warnings: Vec<String>,
     /// Why the run failed; `None` when it succeeded.
@@ -92,6 +95,7 @@ pub async fn run_once(config: &Config) -> RunStats {
         archive_name: None,
         archive: None,
         destinations: Vec::new(),
+        containers: Vec::new(),
         warnings: Vec::new(),
         error: None,
     };
@@ -109,24 +113,8 @@ pub async fn run_once(config: &Config) -> RunStats {
                         .map(|n| format!("removed {n}, left by an interrupted run")),
                 );
             }
-            match backup(config).await {
-                Err(e) => stats.error = Some(e.to_string()),
-                Ok(report) => {
-                    stats
-                        .warnings
-                        .extend(report.archive.warnings.iter().cloned());
-                    stats.archive_name = Some(report.archive_name);
-                    stats.archive = Some(report.archive);
-                    let local = LocalStorage::new(&config.archive_dir);
-                    let mut dest = DestinationStats {
-                        name: local.name(),
-                        stored: Some(report.stored),
-                        prune: None,
-                        prune_error: None,
-                    };
-                    prune_destination(config, &local, &mut dest, &mut stats.warnings).await;
-                    stats.destinations.push(dest);
-                }
+            if let Err(e) = run_locked(config, &mut stats).await {
+                stats.error = Some(e);
             }
             drop(held);
         }
@@ -134,6 +122,89 @@ pub async fn run_once(config: &Config) -> RunStats {
     stats.took = clock.elapsed();
     log_summary(&stats);
     stats
+}
+
+/// The phases that run under the lock: recover, stop containers, archive and store (the
+/// containers start again as soon as the sources are read), prune.
+async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String> {
+    // Holding the lock, no run of ours is in progress: anything a state file lists was left
+    // stopped by an interrupted run.
+    if let Err(e) = docker::recover(&config.docker).await {
+        stats.warnings.push(e.to_string());
+    }
+    let engine = Engine::connect(&config.docker)
+        .await
+        .map_err(|e| e.to_string())?;
+    let stopped = match &engine {
+        Some(engine) => Some(engine.stop_labeled().await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let (released, sources_read) = tokio::sync::oneshot::channel();
+    let restart = async {
+        // Fires when the archive stage is done with the sources, or when backup() ended
+        // early (the sender is dropped): either way the containers go back up now.
+        let _ = sources_read.await;
+        match (&engine, &stopped) {
+            (Some(engine), Some((list, since))) if !list.is_empty() => {
+                engine.start_again(list, *since).await
+            }
+            _ => Vec::new(),
+        }
+    };
+    let (result, downtimes) = tokio::join!(backup(config, Some(released)), restart);
+    for d in &downtimes {
+        if let Some(e) = &d.error {
+            stats
+                .warnings
+                .push(format!("container {} did not start again: {e}", d.name));
+        }
+    }
+    stats.containers = downtimes;
+    let report = result.map_err(|e| e.to_string())?;
+    stats
+        .warnings
+        .extend(report.archive.warnings.iter().cloned());
+    stats.archive_name = Some(report.archive_name);
+    stats.archive = Some(report.archive);
+    let local = LocalStorage::new(&config.archive_dir);
+    let mut dest = DestinationStats {
+        name: local.name(),
+        stored: Some(report.stored),
+        prune: None,
+        prune_error: None,
+    };
+    prune_destination(config, &local, &mut dest, &mut stats.warnings).await;
+    stats.destinations.push(dest);
+    if stats.containers.iter().any(|d| d.error.is_some()) {
+        return Err("the backup was stored, but not every stopped container started again".into());
+    }
+    Ok(())
+}
+
+/// Starts containers an interrupted run left stopped, under the run lock (so a run that
+/// is in progress in another process is never disturbed). For scheduler start-up and
+/// after an aborted run.
+pub async fn recover_interrupted(config: &Config, wait: Duration) {
+    match lock::acquire(&config.lock_file, wait).await {
+        Ok(held) => {
+            match docker::recover(&config.docker).await {
+                Ok(names) if !names.is_empty() => {
+                    tracing::warn!(
+                        "[{}] started again after an interrupted run: {}",
+                        config.name,
+                        names.join(", ")
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!("[{}] {e}", config.name),
+            }
+            drop(held);
+        }
+        Err(e) => tracing::error!(
+            "[{}] could not check for an interrupted run: {e}",
+            config.name
+        ),
+    }
 }
 
 /// Applies the retention policy to one destination that just stored a backup.
@@ -284,9 +355,13 @@ pub async fn prune_now(config: &Config, dry_run: bool, out: &mut impl std::io::W
     true
 }
 
-/// Archives and stores once with `config` (no lock, no pruning). Must be called inside a
-/// multi-threaded Tokio runtime.
-pub async fn backup(config: &Config) -> Result<RunReport, RunError> {
+/// Archives and stores once with `config` (no lock, no pruning, no containers). Must be
+/// called inside a multi-threaded Tokio runtime. `sources_released` is signalled as soon as
+/// the archive stage has finished reading the sources (and dropped if it never starts).
+pub async fn backup(
+    config: &Config,
+    sources_released: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<RunReport, RunError> {
     let started = Zoned::now().with_time_zone(config.time_zone.clone());
     let clock = Instant::now();
     let archive_name = config.filename.render(&started)?;
@@ -317,10 +392,16 @@ pub async fn backup(config: &Config) -> Result<RunReport, RunError> {
         writer.finish().map_err(ArchiveError::Output)?;
         Ok::<_, ArchiveError>(stats)
     });
-    let stored = local.put(&archive_name, data).await;
-    let produced = producer
-        .await
-        .map_err(|e| RunError::Internal(format!("archive stage stopped: {e}")))?;
+    let producer = async move {
+        let produced = producer.await;
+        if let Some(tx) = sources_released {
+            let _ = tx.send(());
+        }
+        produced
+    };
+    let (stored, produced) = tokio::join!(local.put(&archive_name, data), producer);
+    let produced =
+        produced.map_err(|e| RunError::Internal(format!("archive stage stopped: {e}")))?;
 
     // Name the cause, not its echo: a destination that saw an incomplete stream failed
     // because the archive stage did; an archive stage whose reader went away failed because
@@ -393,6 +474,16 @@ fn log_summary(s: &RunStats) {
                 p.total,
                 p.errors.len()
             );
+        }
+    }
+    for c in &s.containers {
+        match c.down_for {
+            Some(d) => {
+                let _ = write!(line, "; container {} down {:.2}s", c.name, d.as_secs_f64());
+            }
+            None => {
+                let _ = write!(line, "; container {} left stopped", c.name);
+            }
         }
     }
     let _ = write!(line, "; {} warning(s)", s.warnings.len());

@@ -143,3 +143,40 @@ fn the_scheduler_backs_up_prunes_shares_the_lock_and_stops_cleanly() {
         );
     }
 }
+
+#[test]
+fn a_failed_scheduled_run_is_logged_and_the_scheduler_keeps_going() {
+    let s = Setup::new();
+    let sources = s.tmp.path().join("not-yet-mounted");
+    let template = s.backup();
+    let mut scheduler = std::process::Command::new(template.get_program());
+    scheduler
+        .env_clear()
+        .envs(template.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("BACKUP_SOURCES", &sources)
+        .env("BACKUP_CRON_EXPRESSION", "* * * * * *")
+        .env("BACKUP_FILENAME", "backup-%H%M%S.tar")
+        .env("BACKUP_COMPRESSION", "none")
+        .arg("-foreground") // the reference's flag: same as no command
+        .stderr(Stdio::piped());
+    let mut scheduler = scheduler.spawn().unwrap();
+    let log = Log::follow(&mut scheduler);
+
+    log.wait_for("run FAILED", 2, &mut scheduler);
+    assert!(
+        log.all()
+            .contains(&format!("{} does not exist", sources.display()))
+    );
+    // The volume appears: the next run succeeds without a restart.
+    fs::create_dir(&sources).unwrap();
+    fs::write(sources.join("f"), "x").unwrap();
+    log.wait_for("run succeeded", 1, &mut scheduler);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(scheduler.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(scheduler.wait().unwrap().success());
+    assert!(!s.archive_names().is_empty());
+}

@@ -16,6 +16,7 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 
 use crate::archive::Codec;
+use crate::docker::DockerConfig;
 use crate::filename::{self, FilenameTemplate};
 use crate::prune::Policy;
 use crate::schedule::cron::CronSchedule;
@@ -146,6 +147,8 @@ pub struct Config {
     pub retention: Policy,
     /// `BACKUP_SKIP_BACKENDS_FROM_PRUNE`, lower-cased.
     pub skip_prune: Vec<String>,
+    /// `DOCKER_HOST`, the stop labels, `BACKUP_STOP_TIMEOUT`, `BACKUP_STATE_DIR`.
+    pub docker: DockerConfig,
     /// Things worth telling the user that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -229,6 +232,7 @@ impl Config {
 
         let retention = p.retention(expand);
         let skip_prune = p.skip_prune();
+        let docker = p.docker();
 
         let Parser {
             problems, warnings, ..
@@ -250,6 +254,7 @@ impl Config {
                 time_zone,
                 retention,
                 skip_prune,
+                docker,
                 warnings,
             }),
             _ => Err(ConfigError { problems, warnings }),
@@ -616,6 +621,35 @@ impl Parser<'_> {
             } else {
                 prefix
             },
+        }
+    }
+
+    fn docker(&mut self) -> DockerConfig {
+        let stop_label = match self.optional("BACKUP_STOP_CONTAINER_LABEL") {
+            Some(old) => {
+                self.warnings.push(
+                    "BACKUP_STOP_CONTAINER_LABEL is deprecated; use \
+                     BACKUP_STOP_DURING_BACKUP_LABEL"
+                        .into(),
+                );
+                old
+            }
+            None => self.string("BACKUP_STOP_DURING_BACKUP_LABEL"),
+        };
+        if stop_label.is_empty() {
+            self.problem(
+                "BACKUP_STOP_DURING_BACKUP_LABEL",
+                "",
+                "expected the label value of containers to stop, e.g. true or a project name",
+            );
+        }
+        DockerConfig {
+            host: self.optional("DOCKER_HOST"),
+            stop_label,
+            no_restart_label: self.optional("BACKUP_STOP_DURING_BACKUP_NO_RESTART_LABEL"),
+            stop_timeout: self.duration("BACKUP_STOP_TIMEOUT"),
+            state_dir: self.path("BACKUP_STATE_DIR"),
+            exec_label: self.optional("EXEC_LABEL"),
         }
     }
 

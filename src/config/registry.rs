@@ -28,7 +28,11 @@ impl Feature {
     pub fn available(self) -> bool {
         matches!(
             self,
-            Feature::Schedule | Feature::Archive | Feature::Local | Feature::Retention
+            Feature::Schedule
+                | Feature::Archive
+                | Feature::Local
+                | Feature::Retention
+                | Feature::Docker
         )
     }
 
@@ -38,7 +42,7 @@ impl Feature {
             Feature::Archive => "archive",
             Feature::Local => "local destination",
             Feature::Retention => "retention",
-            Feature::Docker => "Docker (stopping containers, exec hooks)",
+            Feature::Docker => "Docker (stopping containers)",
             Feature::S3 => "the S3 destination",
             Feature::Azure => "the Azure Blob destination",
             Feature::WebDav => "the WebDAV destination",
@@ -134,9 +138,12 @@ pub static VARIABLES: &[VarSpec] = &[
     var("BACKUP_RETENTION_KEEP_MONTHLY", None, Retention),
     var("BACKUP_RETENTION_KEEP_YEARLY", None, Retention),
     // Docker
+    var("DOCKER_HOST", None, Docker),
     var("BACKUP_STOP_DURING_BACKUP_LABEL", Some("true"), Docker),
     var("BACKUP_STOP_DURING_BACKUP_NO_RESTART_LABEL", None, Docker),
     var("BACKUP_STOP_CONTAINER_LABEL", None, Docker),
+    var("BACKUP_STOP_TIMEOUT", Some("10s"), Docker),
+    var("BACKUP_STATE_DIR", Some("/var/lib/dunnage"), Docker),
     var("BACKUP_STOP_SERVICE_TIMEOUT", Some("5m"), Docker),
     var("EXEC_LABEL", None, Docker),
     var("EXEC_FORWARD_OUTPUT", Some("false"), Docker),

@@ -15,6 +15,10 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::run;
 
+/// How long shutdown waits for the lock to restart containers of an aborted run (Docker
+/// kills a container 10 s after SIGTERM by default).
+pub const SHUTDOWN_RECOVERY_WAIT: Duration = Duration::from_secs(5);
+
 /// Longest single sleep: the wall clock is re-read at least this often, so clock changes and
 /// suspended hosts do not make a run late by more than this.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -39,6 +43,11 @@ pub async fn run_forever(configs: Vec<Config>, shutdown: watch::Receiver<bool>) 
 }
 
 async fn schedule_loop(config: Config, mut shutdown: watch::Receiver<bool>) -> usize {
+    // Containers a crashed earlier process left stopped go back up now, not at the next run.
+    tokio::select! {
+        () = run::recover_interrupted(&config, config.lock_timeout) => {}
+        () = shutdown_requested(&mut shutdown) => return 0,
+    }
     let mut rng = fastrand::Rng::new();
     let mut failed = 0;
     let mut base = Zoned::now().with_time_zone(config.time_zone.clone());
@@ -77,6 +86,7 @@ async fn schedule_loop(config: Config, mut shutdown: watch::Receiver<bool>) -> u
             }
             () = shutdown_requested(&mut shutdown) => {
                 tracing::warn!("[{}] shutdown: the running backup was aborted", config.name);
+                run::recover_interrupted(&config, SHUTDOWN_RECOVERY_WAIT).await;
                 return failed + 1;
             }
         }

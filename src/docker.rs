@@ -1,0 +1,341 @@
+//! Docker: stop the containers labeled for it while their volumes are archived, and start
+//! them again as soon as the sources have been read, also when the run fails.
+//!
+//! Crash safety: the containers a run is about to stop are written to a state file in
+//! `BACKUP_STATE_DIR` *before* any is stopped, and the file is removed only once all are
+//! running again. [`recover`] (called when dunnage starts, and after an aborted run) starts
+//! whatever a crashed run left stopped, so a `kill -9` in the middle of a backup does not
+//! leave the application down.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
+};
+
+/// The label that marks containers to stop (and start again).
+pub const STOP_LABEL: &str = "docker-volume-backup.stop-during-backup";
+/// The label that marks containers to stop and leave stopped.
+pub const NO_RESTART_LABEL: &str = "docker-volume-backup.stop-during-backup-no-restart";
+/// With `EXEC_LABEL`, the label that puts a container in scope for exec hooks.
+pub const EXEC_SCOPE_LABEL: &str = "docker-volume-backup.exec-label";
+/// Socket used when `DOCKER_HOST` is unset.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+const STATE_FILE: &str = "stopped-containers";
+
+/// Docker settings of one schedule.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// `DOCKER_HOST`, if set.
+    pub host: Option<String>,
+    /// `BACKUP_STOP_DURING_BACKUP_LABEL`.
+    pub stop_label: String,
+    /// `BACKUP_STOP_DURING_BACKUP_NO_RESTART_LABEL`.
+    pub no_restart_label: Option<String>,
+    /// `BACKUP_STOP_TIMEOUT`: how long a container gets to stop before it is killed.
+    pub stop_timeout: Duration,
+    /// `BACKUP_STATE_DIR`.
+    pub state_dir: PathBuf,
+    /// `EXEC_LABEL`: only containers labeled `docker-volume-backup.exec-label=<this>` are
+    /// considered for exec hooks.
+    pub exec_label: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach the Docker engine at {host}: {source}")]
+    Connect {
+        host: String,
+        source: bollard::errors::Error,
+    },
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        source: bollard::errors::Error,
+    },
+    #[error("container {0} has both the {STOP_LABEL} and the {NO_RESTART_LABEL} label; keep one")]
+    BothLabels(String),
+    #[error("state file {}: {source}", path.display())]
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Stop(String),
+    #[error(
+        "container(s) {0} have exec hook labels (docker-volume-backup.<phase>-pre/post), which \
+         this version of dunnage does not run yet; the backup would miss what the hooks \
+         produce, so nothing was stopped or archived"
+    )]
+    HooksUnsupported(String),
+}
+
+/// `docker-volume-backup.<archive|process|copy|prune>-<pre|post>` and the deprecated
+/// `exec-pre` / `exec-post` (with or without `.user`).
+fn is_hook_label(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix("docker-volume-backup.") else {
+        return false;
+    };
+    let rest = rest.strip_suffix(".user").unwrap_or(rest);
+    ["archive", "process", "copy", "prune", "exec"]
+        .iter()
+        .any(|phase| rest == format!("{phase}-pre") || rest == format!("{phase}-post"))
+}
+
+/// A container this run stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    pub id: String,
+    pub name: String,
+    pub restart: bool,
+}
+
+/// How long one container was down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downtime {
+    pub name: String,
+    /// `None` for containers left stopped (`no-restart`) or that failed to start.
+    pub down_for: Option<Duration>,
+    pub error: Option<String>,
+}
+
+/// A connected engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    docker: Docker,
+    config: DockerConfig,
+}
+
+impl Engine {
+    /// Connects when `DOCKER_HOST` is set or the default socket exists; `Ok(None)` (Docker
+    /// features off, said once in the log) when neither.
+    pub async fn connect(config: &DockerConfig) -> Result<Option<Engine>, DockerError> {
+        let host = match &config.host {
+            Some(h) => h.clone(),
+            None if Path::new(DEFAULT_SOCKET).exists() => format!("unix://{DEFAULT_SOCKET}"),
+            None => {
+                tracing::info!(
+                    "Docker features are off: DOCKER_HOST is unset and {DEFAULT_SOCKET} does not exist"
+                );
+                return Ok(None);
+            }
+        };
+        let connect_err = |source| DockerError::Connect {
+            host: host.clone(),
+            source,
+        };
+        // Older engines (Debian's 20.10 speaks API 1.41) reject a newer client version.
+        let docker = Docker::connect_with_host(&host)
+            .map_err(connect_err)?
+            .negotiate_version()
+            .await
+            .map_err(connect_err)?;
+        docker.ping().await.map_err(connect_err)?;
+        Ok(Some(Engine {
+            docker,
+            config: config.clone(),
+        }))
+    }
+
+    /// Every running container: (id, name, labels).
+    async fn running(&self) -> Result<Vec<(String, String, HashMap<String, String>)>, DockerError> {
+        let filters = HashMap::from([("status".to_owned(), vec!["running".to_owned()])]);
+        let list = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(|source| DockerError::Api {
+                what: "listing running containers".into(),
+                source,
+            })?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let id = c.id?;
+                let name = c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_else(|| id.chars().take(12).collect());
+                Some((id, name, c.labels.unwrap_or_default()))
+            })
+            .collect())
+    }
+
+    /// Stops every running container labeled for this schedule, concurrently. The ones to
+    /// start again are recorded in the state file first. On error, what was stopped is
+    /// started again before returning.
+    pub async fn stop_labeled(&self) -> Result<(Vec<Stopped>, Instant), DockerError> {
+        let mut stopped = Vec::new();
+        let mut hooks = Vec::new();
+        for (id, name, labels) in self.running().await? {
+            let hook_scope = self
+                .config
+                .exec_label
+                .as_ref()
+                .is_none_or(|v| labels.get(EXEC_SCOPE_LABEL) == Some(v));
+            if hook_scope && labels.keys().any(|k| is_hook_label(k)) {
+                hooks.push(name.clone());
+            }
+            let restart = labels.get(STOP_LABEL) == Some(&self.config.stop_label);
+            let no_restart = self
+                .config
+                .no_restart_label
+                .as_ref()
+                .is_some_and(|v| labels.get(NO_RESTART_LABEL) == Some(v));
+            match (restart, no_restart) {
+                (true, true) => return Err(DockerError::BothLabels(name)),
+                (true, false) | (false, true) => stopped.push(Stopped { id, name, restart }),
+                (false, false) => {}
+            }
+        }
+        if !hooks.is_empty() {
+            return Err(DockerError::HooksUnsupported(hooks.join(", ")));
+        }
+        let started = Instant::now();
+        if stopped.is_empty() {
+            return Ok((stopped, started));
+        }
+        write_state(&self.config.state_dir, &stopped)?;
+        let t = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
+        let results = futures_util::future::join_all(stopped.iter().map(|c| async move {
+            tracing::info!("stopping container {}", c.name);
+            let options = StopContainerOptionsBuilder::default().t(t).build();
+            self.docker
+                .stop_container(&c.id, Some(options))
+                .await
+                .map_err(|e| format!("{}: {e}", c.name))
+        }))
+        .await;
+        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        if !errors.is_empty() {
+            self.start_again(&stopped, started).await;
+            return Err(DockerError::Stop(format!(
+                "stopping containers failed: {}",
+                errors.join("; ")
+            )));
+        }
+        Ok((stopped, started))
+    }
+
+    /// Starts again the containers `stop_labeled` stopped (except `no-restart` ones),
+    /// concurrently, and clears the state file once all are running.
+    pub async fn start_again(&self, stopped: &[Stopped], since: Instant) -> Vec<Downtime> {
+        let downtimes = futures_util::future::join_all(stopped.iter().map(|c| async move {
+            if !c.restart {
+                tracing::info!("container {} stays stopped (no-restart label)", c.name);
+                return Downtime {
+                    name: c.name.clone(),
+                    down_for: None,
+                    error: None,
+                };
+            }
+            match self
+                .docker
+                .start_container(&c.id, None::<StartContainerOptions>)
+                .await
+            {
+                Ok(()) => {
+                    let down_for = since.elapsed();
+                    tracing::info!("started container {} again after {down_for:.2?}", c.name);
+                    Downtime {
+                        name: c.name.clone(),
+                        down_for: Some(down_for),
+                        error: None,
+                    }
+                }
+                Err(e) => {
+                    tracing::error!("could not start container {} again: {e}", c.name);
+                    Downtime {
+                        name: c.name.clone(),
+                        down_for: None,
+                        error: Some(e.to_string()),
+                    }
+                }
+            }
+        }))
+        .await;
+        if downtimes.iter().all(|d| d.error.is_none()) {
+            clear_state(&self.config.state_dir);
+        }
+        downtimes
+    }
+}
+
+/// Starts containers that a crashed or aborted run left stopped, according to the state
+/// file in `config.state_dir`. Returns the names started.
+pub async fn recover(config: &DockerConfig) -> Result<Vec<String>, DockerError> {
+    let path = config.state_dir.join(STATE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(DockerError::State { path, source }),
+    };
+    let Some(engine) = Engine::connect(config).await? else {
+        return Ok(Vec::new());
+    };
+    let stopped: Vec<Stopped> = text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(id, name)| Stopped {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            restart: true,
+        })
+        .collect();
+    tracing::warn!(
+        "an earlier run was interrupted while {} container(s) were stopped; starting them again",
+        stopped.len()
+    );
+    let downtimes = engine.start_again(&stopped, Instant::now()).await;
+    let failed: Vec<_> = downtimes.iter().filter_map(|d| d.error.as_ref()).collect();
+    if failed.is_empty() {
+        Ok(stopped.into_iter().map(|s| s.name).collect())
+    } else {
+        Err(DockerError::Stop(format!(
+            "recovery could not start every container: {}",
+            failed
+                .iter()
+                .map(|e| e.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )))
+    }
+}
+
+/// Records the containers to start again, durably, before any is stopped.
+fn write_state(dir: &Path, stopped: &[Stopped]) -> Result<(), DockerError> {
+    let path = dir.join(STATE_FILE);
+    let state_err = |source| DockerError::State {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(state_err)?;
+    let text: String = stopped
+        .iter()
+        .filter(|s| s.restart)
+        .map(|s| format!("{} {}\n", s.id, s.name))
+        .collect();
+    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .and_then(|()| std::fs::File::open(dir)?.sync_all())
+        .map_err(state_err)
+}
+
+fn clear_state(dir: &Path) {
+    let path = dir.join(STATE_FILE);
+    if let Err(e) = std::fs::remove_file(&path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("could not remove {}: {e}", path.display());
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! Stopping and restarting labeled containers, against a real Docker engine (scripts/test
+//! starts one with no networks; containers run with `--network none`).
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const IMAGE: &str = "dunnage-test-busybox";
+
+fn engine() -> String {
+    std::env::var("DUNNAGE_TEST_DOCKER_HOST")
+        .expect("tests/docker.rs needs a Docker engine: run scripts/test, which starts one")
+}
+
+/// `docker ARGS` against the test engine; panics on failure.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .arg("-H")
+        .arg(engine())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A tiny image with a static busybox; no registry is reachable, so it is built here.
+fn image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        fs::copy("/bin/busybox", dir.path().join("busybox")).unwrap();
+        fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+        )
+        .unwrap();
+        let out = Command::new("docker")
+            .arg("-H")
+            .arg(engine())
+            .args(["build", "-q", "-t", IMAGE])
+            .arg(dir.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+
+/// A running app container with `labels`, writing a counter into `data` every 50 ms.
+struct App {
+    name: String,
+}
+
+impl App {
+    fn start(test: &str, role: &str, data: &std::path::Path, labels: &[String]) -> App {
+        image();
+        let name = format!("dunnage-{test}-{role}-{}", std::process::id());
+        let mount = format!("{}:/data", data.display());
+        let mut args = vec![
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            &name,
+            "-v",
+            &mount,
+        ];
+        let label_args: Vec<String> = labels
+            .iter()
+            .flat_map(|l| ["-l".to_owned(), l.clone()])
+            .collect();
+        args.extend(label_args.iter().map(String::as_str));
+        args.extend([
+            IMAGE,
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i >> /data/counter-$HOSTNAME; sleep 0.05; done",
+        ]);
+        docker(&args);
+        App { name }
+    }
+
+    fn running(&self) -> bool {
+        docker(&["inspect", "-f", "{{.State.Running}}", &self.name]) == "true"
+    }
+
+    fn started_at(&self) -> String {
+        docker(&["inspect", "-f", "{{.State.StartedAt}}", &self.name])
+    }
+
+    fn wait_until(&self, running: bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.running() != running {
+            assert!(
+                Instant::now() < deadline,
+                "{} never became running={running}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .arg("-H")
+            .arg(engine())
+            .args(["rm", "-f", &self.name])
+            .output();
+    }
+}
+
+/// `dunnage backup` aimed at the test engine, with a label value only this test uses.
+fn backup(s: &Setup, label: &str) -> Command {
+    let mut cmd = s.backup();
+    cmd.env("DOCKER_HOST", engine())
+        .env("BACKUP_STOP_DURING_BACKUP_LABEL", label)
+        .env(
+            "BACKUP_STOP_DURING_BACKUP_NO_RESTART_LABEL",
+            format!("{label}-keep-down"),
+        )
+        .env("EXEC_LABEL", label)
+        .env("BACKUP_STATE_DIR", s.tmp.path().join("state"))
+        .env("BACKUP_STOP_TIMEOUT", "1s");
+    cmd
+}
+
+fn unique(test: &str) -> String {
+    format!("{test}-{}", std::process::id())
+}
+
+#[test]
+fn labeled_containers_are_stopped_for_the_archive_and_started_again() {
+    let s = Setup::new();
+    let label = unique("stop");
+    let app = App::start(
+        "stop",
+        "app",
+        &s.src,
+        &[format!("docker-volume-backup.stop-during-backup={label}")],
+    );
+    let down = App::start(
+        "stop",
+        "down",
+        &s.src,
+        &[format!(
+            "docker-volume-backup.stop-during-backup-no-restart={label}-keep-down"
+        )],
+    );
+    let bystander = App::start(
+        "stop",
+        "other",
+        &s.src,
+        &["docker-volume-backup.stop-during-backup=someone-else".into()],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let before = app.started_at();
+
+    let out = run(backup(&s, &label).env("BACKUP_COMPRESSION", "zst"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("container {} down", app.name)),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("container {} left stopped", down.name)),
+        "{err}"
+    );
+
+    assert!(app.running(), "the app is running again");
+    assert_ne!(app.started_at(), before, "the app was stopped and started");
+    assert!(!down.running(), "no-restart leaves its container stopped");
+    assert!(
+        bystander.running(),
+        "containers with another label value are not touched"
+    );
+    assert!(!s.tmp.path().join("state/stopped-containers").exists());
+
+    // The archive holds the app's data as it was while stopped: a complete counter file.
+    let dest = s.tmp.path().join("restore");
+    extract(&s.only_archive(), &dest);
+    let app_id = docker(&["inspect", "-f", "{{.Config.Hostname}}", &app.name]);
+    let counter =
+        fs::read_to_string(extracted(&dest, &s.src.join(format!("counter-{app_id}")))).unwrap();
+    let numbers: Vec<u64> = counter.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(
+        !numbers.is_empty() && counter.ends_with('\n'),
+        "whole lines only: {counter:?}"
+    );
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "no torn writes"
+    );
+}
+
+#[test]
+fn both_labels_on_one_container_fail_before_anything_stops() {
+    let s = Setup::new();
+    let label = unique("both");
+    let app = App::start(
+        "both",
+        "app",
+        &s.src,
+        &[
+            format!("docker-volume-backup.stop-during-backup={label}"),
+            format!("docker-volume-backup.stop-during-backup-no-restart={label}-keep-down"),
+        ],
+    );
+    let before = app.started_at();
+    let out = run(&mut backup(&s, &label));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("has both the"), "{}", stderr(&out));
+    assert!(app.running());
+    assert_eq!(app.started_at(), before, "nothing was stopped");
+    assert!(s.archive_names().is_empty());
+}
+
+#[test]
+fn exec_hook_labels_fail_the_run_before_anything_stops() {
+    let s = Setup::new();
+    let label = unique("hooks");
+    let app = App::start(
+        "hooks",
+        "db",
+        &s.src,
+        &[
+            format!("docker-volume-backup.stop-during-backup={label}"),
+            format!("docker-volume-backup.exec-label={label}"),
+            "docker-volume-backup.archive-pre=pg_dump -f /data/dump.sql".into(),
+        ],
+    );
+    let before = app.started_at();
+    let out = run(&mut backup(&s, &label));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("exec hook labels"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(app.started_at(), before, "nothing was stopped");
+    assert!(s.archive_names().is_empty());
+}
+
+#[test]
+fn a_failed_run_still_starts_the_containers_again() {
+    let s = Setup::new();
+    let label = unique("fail");
+    let app = App::start(
+        "fail",
+        "app",
+        &s.src,
+        &[format!("docker-volume-backup.stop-during-backup={label}")],
+    );
+    let before = app.started_at();
+    // An unreadable source folder fails the archive stage after the containers stopped.
+    let out = run(backup(&s, &label).env("BACKUP_SOURCES", s.tmp.path().join("missing")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not exist"));
+    assert!(app.running(), "started again although the run failed");
+    assert_ne!(app.started_at(), before);
+    assert!(!s.tmp.path().join("state/stopped-containers").exists());
+}
+
+#[test]
+fn an_unreachable_docker_host_fails_the_run_clearly() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let out = run(backup(&s, "unreachable").env("DOCKER_HOST", "unix:///nonexistent/docker.sock"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot reach the Docker engine at unix:///nonexistent/docker.sock")
+    );
+    assert!(s.archive_names().is_empty());
+}
+
+/// A backup that runs for a long time: a huge sparse file.
+fn slow_source(s: &Setup) {
+    fs::File::create(s.src.join("huge.bin"))
+        .unwrap()
+        .set_len(256 << 30)
+        .unwrap();
+}
+
+#[test]
+fn sigterm_during_a_backup_starts_the_containers_again() {
+    let s = Setup::new();
+    slow_source(&s);
+    let label = unique("term");
+    let app = App::start(
+        "term",
+        "app",
+        &s.src,
+        &[format!("docker-volume-backup.stop-during-backup={label}")],
+    );
+    let child = backup(&s, &label)
+        .env("BACKUP_COMPRESSION", "zst")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    app.wait_until(false);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    eprintln!("{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(app.running(), "the app is back after the aborted run");
+    assert!(
+        s.archive_names().is_empty(),
+        "no partial file: {:?}",
+        s.archive_names()
+    );
+}
+
+#[test]
+fn after_a_kill_9_the_next_start_of_dunnage_brings_the_app_back() {
+    let s = Setup::new();
+    slow_source(&s);
+    let label = unique("kill");
+    let app = App::start(
+        "kill",
+        "app",
+        &s.src,
+        &[format!("docker-volume-backup.stop-during-backup={label}")],
+    );
+    let mut child = backup(&s, &label)
+        .env("BACKUP_COMPRESSION", "zst")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    app.wait_until(false);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !app.running(),
+        "killed outright, dunnage could not restart it"
+    );
+    assert!(s.tmp.path().join("state/stopped-containers").exists());
+
+    // Starting the scheduler (here with a schedule that never fires) recovers at once.
+    let template = backup(&s, &label);
+    let mut scheduler = Command::new(template.get_program());
+    scheduler
+        .env_clear()
+        .envs(template.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("BACKUP_CRON_EXPRESSION", "0 0 5 31 2 ?")
+        .stderr(Stdio::piped());
+    let scheduler = scheduler.spawn().unwrap();
+    app.wait_until(true);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(scheduler.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let out = scheduler.wait_with_output().unwrap();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(out.status.success());
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(err.contains(&app.name), "{err}");
+    assert!(!s.tmp.path().join("state/stopped-containers").exists());
+}
