@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
+use bollard::exec::StartExecResults;
+use bollard::models::ExecConfig;
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, StartContainerOptions, StopContainerOptionsBuilder,
 };
@@ -39,9 +41,36 @@ pub struct DockerConfig {
     pub stop_timeout: Duration,
     /// `BACKUP_STATE_DIR`.
     pub state_dir: PathBuf,
-    /// `EXEC_LABEL`: only containers labeled `docker-volume-backup.exec-label=<this>` are
-    /// considered for exec hooks.
+    /// `EXEC_LABEL`: only containers labeled `docker-volume-backup.exec-label=<this>` run
+    /// exec hooks.
     pub exec_label: Option<String>,
+    /// `EXEC_FORWARD_OUTPUT`: log hook output at info level (debug otherwise).
+    pub exec_forward_output: bool,
+    /// `EXEC_TIMEOUT`: a hook running longer is killed and fails its phase.
+    pub exec_timeout: Duration,
+}
+
+/// Hook output kept for error messages (the end of it).
+const HOOK_OUTPUT_KEPT: usize = 4096;
+
+/// A phase of a run that exec hooks attach to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Archive,
+    Process,
+    Copy,
+    Prune,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Archive => "archive",
+            Phase::Process => "process",
+            Phase::Copy => "copy",
+            Phase::Prune => "prune",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,24 +94,14 @@ pub enum DockerError {
     },
     #[error("{0}")]
     Stop(String),
-    #[error(
-        "container(s) {0} have exec hook labels (docker-volume-backup.<phase>-pre/post), which \
-         this version of dunnage does not run yet; the backup would miss what the hooks \
-         produce, so nothing was stopped or archived"
-    )]
-    HooksUnsupported(String),
-}
-
-/// `docker-volume-backup.<archive|process|copy|prune>-<pre|post>` and the deprecated
-/// `exec-pre` / `exec-post` (with or without `.user`).
-fn is_hook_label(key: &str) -> bool {
-    let Some(rest) = key.strip_prefix("docker-volume-backup.") else {
-        return false;
-    };
-    let rest = rest.strip_suffix(".user").unwrap_or(rest);
-    ["archive", "process", "copy", "prune", "exec"]
-        .iter()
-        .any(|phase| rest == format!("{phase}-pre") || rest == format!("{phase}-post"))
+    #[error("{phase} hook in container {container} ({command:?}) {outcome}; output:\n{output}")]
+    Hook {
+        phase: String,
+        container: String,
+        command: String,
+        outcome: String,
+        output: String,
+    },
 }
 
 /// A container this run stopped.
@@ -174,16 +193,7 @@ impl Engine {
     /// started again before returning.
     pub async fn stop_labeled(&self) -> Result<(Vec<Stopped>, Instant), DockerError> {
         let mut stopped = Vec::new();
-        let mut hooks = Vec::new();
         for (id, name, labels) in self.running().await? {
-            let hook_scope = self
-                .config
-                .exec_label
-                .as_ref()
-                .is_none_or(|v| labels.get(EXEC_SCOPE_LABEL) == Some(v));
-            if hook_scope && labels.keys().any(|k| is_hook_label(k)) {
-                hooks.push(name.clone());
-            }
             let restart = labels.get(STOP_LABEL) == Some(&self.config.stop_label);
             let no_restart = self
                 .config
@@ -196,9 +206,7 @@ impl Engine {
                 (false, false) => {}
             }
         }
-        if !hooks.is_empty() {
-            return Err(DockerError::HooksUnsupported(hooks.join(", ")));
-        }
+
         let started = Instant::now();
         if stopped.is_empty() {
             return Ok((stopped, started));
@@ -223,6 +231,151 @@ impl Engine {
             )));
         }
         Ok((stopped, started))
+    }
+
+    /// Runs the `pre` or `post` hooks of `phase` in every running container that has one
+    /// (and, with `EXEC_LABEL`, the matching exec-label), concurrently. The whole label value
+    /// is run by `sh -c`, so pipes and `&&` work. `archive` is exported to the hook as
+    /// `COMMAND_RUNTIME_ARCHIVE_FILEPATH`. Fails with the container, the command and the end
+    /// of its output when a hook exits non-zero, cannot be started or times out.
+    pub async fn run_hooks(
+        &self,
+        phase: Phase,
+        post: bool,
+        archive: &str,
+    ) -> Result<(), DockerError> {
+        let when = if post { "post" } else { "pre" };
+        let key = format!("docker-volume-backup.{}-{when}", phase.name());
+        // Deprecated aliases of archive-pre/post.
+        let alias = (phase == Phase::Archive).then(|| format!("docker-volume-backup.exec-{when}"));
+        let mut hooks = Vec::new();
+        for (id, name, labels) in self.running().await? {
+            let in_scope = self
+                .config
+                .exec_label
+                .as_ref()
+                .is_none_or(|v| labels.get(EXEC_SCOPE_LABEL) == Some(v));
+            if !in_scope {
+                continue;
+            }
+            let found = [Some(&key), alias.as_ref()]
+                .into_iter()
+                .flatten()
+                .find_map(|k| labels.get(k).map(|cmd| (k, cmd)));
+            if let Some((k, command)) = found {
+                let user = labels.get(&format!("{k}.user")).cloned();
+                hooks.push((id, name, command.clone(), user));
+            }
+        }
+        let phase_name = format!("{}-{when}", phase.name());
+        let results =
+            futures_util::future::join_all(hooks.iter().map(|(id, name, command, user)| {
+                self.exec_hook(&phase_name, id, name, command, user.as_deref(), archive)
+            }))
+            .await;
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
+    }
+
+    async fn exec_hook(
+        &self,
+        phase: &str,
+        id: &str,
+        container: &str,
+        command: &str,
+        user: Option<&str>,
+        archive: &str,
+    ) -> Result<(), DockerError> {
+        use futures_util::StreamExt;
+        let timeout = self.config.exec_timeout;
+        let fail = |outcome: String, output: &str| DockerError::Hook {
+            phase: phase.to_owned(),
+            container: container.to_owned(),
+            command: command.to_owned(),
+            outcome,
+            output: tail(output),
+        };
+        // A watchdog inside the container kills the hook at the timeout, so a hung dump does
+        // not keep running after the run gave up on it (best effort: it needs `sleep`).
+        let secs = timeout.as_secs().max(1).to_string();
+        let script = "\"$0\" -c \"$1\" & h=$!; (sleep \"$2\"; kill -9 $h 2>/dev/null) & w=$!; \
+                      wait $h; s=$?; kill $w 2>/dev/null; exit $s";
+        let config = ExecConfig {
+            cmd: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                script.into(),
+                "sh".into(),
+                command.into(),
+                secs,
+            ]),
+            user: user.map(str::to_owned),
+            env: Some(vec![format!("COMMAND_RUNTIME_ARCHIVE_FILEPATH={archive}")]),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..Default::default()
+        };
+        tracing::info!("running {phase} hook in {container}: {command}");
+        let exec = self
+            .docker
+            .create_exec(id, config)
+            .await
+            .map_err(|e| fail(format!("could not be created: {e}"), ""))?;
+        let mut output = String::new();
+        let forward = self.config.exec_forward_output;
+        let collect = async {
+            if let StartExecResults::Attached {
+                output: mut stream, ..
+            } = self
+                .docker
+                .start_exec(&exec.id, None)
+                .await
+                .map_err(|e| format!("could not be started: {e}"))?
+            {
+                while let Some(item) = stream.next().await {
+                    let chunk = item.map_err(|e| format!("output stream failed: {e}"))?;
+                    let text = chunk.to_string();
+                    for line in text.lines() {
+                        if forward {
+                            tracing::info!("[{container}] {line}");
+                        } else {
+                            tracing::debug!("[{container}] {line}");
+                        }
+                    }
+                    output.push_str(&text);
+                    if output.len() > 4 * HOOK_OUTPUT_KEPT {
+                        output = tail(&output);
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        };
+        match tokio::time::timeout(timeout, collect).await {
+            Err(_) => {
+                return Err(fail(
+                    format!("ran longer than EXEC_TIMEOUT ({timeout:?}) and was killed"),
+                    &output,
+                ));
+            }
+            Ok(Err(e)) => return Err(fail(e, &output)),
+            Ok(Ok(())) => {}
+        }
+        let inspect = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| fail(format!("exit code unknown: {e}"), &output))?;
+        match inspect.exit_code {
+            Some(0) => Ok(()),
+            Some(137) => Err(fail(
+                format!("ran longer than EXEC_TIMEOUT ({timeout:?}) and was killed"),
+                &output,
+            )),
+            Some(code) => Err(fail(format!("exited with status {code}"), &output)),
+            None => Err(fail("ended without an exit code".into(), &output)),
+        }
     }
 
     /// Starts again the containers `stop_labeled` stopped (except `no-restart` ones),
@@ -329,6 +482,15 @@ fn write_state(dir: &Path, stopped: &[Stopped]) -> Result<(), DockerError> {
         .and_then(|()| std::fs::rename(&tmp, &path))
         .and_then(|()| std::fs::File::open(dir)?.sync_all())
         .map_err(state_err)
+}
+
+/// The end of `text`, at most `HOOK_OUTPUT_KEPT` bytes, cut at a character boundary.
+fn tail(text: &str) -> String {
+    let mut start = text.len().saturating_sub(HOOK_OUTPUT_KEPT);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].to_owned()
 }
 
 fn clear_state(dir: &Path) {

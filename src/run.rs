@@ -10,7 +10,7 @@ use jiff::Zoned;
 use crate::archive::{self, ArchiveError, ArchiveStats};
 use crate::config::Config;
 use crate::config::duration::format_duration;
-use crate::docker::{self, Downtime, Engine};
+use crate::docker::{self, Downtime, Engine, Phase};
 use crate::filename::FilenameError;
 use crate::prune::{self, PruneReport};
 use crate::schedule::lock;
@@ -135,6 +135,21 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
     let engine = Engine::connect(&config.docker)
         .await
         .map_err(|e| e.to_string())?;
+    let archive_name = config
+        .filename
+        .render(&stats.started)
+        .map_err(|e| RunError::Name(e).to_string())?;
+    let archive_path = config.archive_dir.join(&archive_name).display().to_string();
+    // Pre hooks of every phase run before anything stops: the pass that follows archives,
+    // processes and copies in one go. A failing pre hook stops the run here.
+    if let Some(engine) = &engine {
+        for phase in [Phase::Archive, Phase::Process, Phase::Copy] {
+            engine
+                .run_hooks(phase, false, &archive_path)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
     let stopped = match &engine {
         Some(engine) => Some(engine.stop_labeled().await.map_err(|e| e.to_string())?),
         None => None,
@@ -151,7 +166,7 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
             _ => Vec::new(),
         }
     };
-    let (result, downtimes) = tokio::join!(backup(config, Some(released)), restart);
+    let (result, downtimes) = tokio::join!(backup(config, &archive_name, Some(released)), restart);
     for d in &downtimes {
         if let Some(e) = &d.error {
             stats
@@ -160,6 +175,15 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
         }
     }
     stats.containers = downtimes;
+    // Post hooks run after their step whatever its outcome.
+    let mut post_errors = Vec::new();
+    if let Some(engine) = &engine {
+        for phase in [Phase::Archive, Phase::Process, Phase::Copy] {
+            if let Err(e) = engine.run_hooks(phase, true, &archive_path).await {
+                post_errors.push(e.to_string());
+            }
+        }
+    }
     let report = result.map_err(|e| e.to_string())?;
     stats
         .warnings
@@ -173,8 +197,27 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
         prune: None,
         prune_error: None,
     };
-    prune_destination(config, &local, &mut dest, &mut stats.warnings).await;
+    if config.retention.is_active() {
+        if let Some(engine) = &engine {
+            engine
+                .run_hooks(Phase::Prune, false, &archive_path)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        prune_destination(config, &local, &mut dest, &mut stats.warnings).await;
+        if let Some(engine) = &engine {
+            if let Err(e) = engine.run_hooks(Phase::Prune, true, &archive_path).await {
+                post_errors.push(e.to_string());
+            }
+        }
+    }
     stats.destinations.push(dest);
+    if !post_errors.is_empty() {
+        return Err(format!(
+            "the backup was stored, but post hooks failed: {}",
+            post_errors.join("; ")
+        ));
+    }
     if stats.containers.iter().any(|d| d.error.is_some()) {
         return Err("the backup was stored, but not every stopped container started again".into());
     }
@@ -360,11 +403,12 @@ pub async fn prune_now(config: &Config, dry_run: bool, out: &mut impl std::io::W
 /// the archive stage has finished reading the sources (and dropped if it never starts).
 pub async fn backup(
     config: &Config,
+    archive_name: &str,
     sources_released: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<RunReport, RunError> {
     let started = Zoned::now().with_time_zone(config.time_zone.clone());
     let clock = Instant::now();
-    let archive_name = config.filename.render(&started)?;
+    let archive_name = archive_name.to_owned();
 
     if !config.archive_dir.is_dir() {
         // Same rule as the reference: local storage is on when the folder exists.

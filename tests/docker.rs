@@ -229,28 +229,113 @@ fn both_labels_on_one_container_fail_before_anything_stops() {
 }
 
 #[test]
-fn exec_hook_labels_fail_the_run_before_anything_stops() {
+fn hooks_run_in_their_containers_and_a_pre_hook_dump_is_archived() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let s = Setup::new();
+    fs::set_permissions(&s.src, fs::Permissions::from_mode(0o777)).unwrap();
     let label = unique("hooks");
-    let app = App::start(
+    // The whole label value runs, pipes included (the reference drops everything after |).
+    let db = App::start(
         "hooks",
         "db",
         &s.src,
         &[
             format!("docker-volume-backup.stop-during-backup={label}"),
             format!("docker-volume-backup.exec-label={label}"),
-            "docker-volume-backup.archive-pre=pg_dump -f /data/dump.sql".into(),
+            "docker-volume-backup.archive-pre=echo \"dump for $COMMAND_RUNTIME_ARCHIVE_FILEPATH\" | tr a-z A-Z > /data/dump.sql".into(),
+            "docker-volume-backup.archive-pre.user=65534".into(),
+            "docker-volume-backup.archive-post=touch /data/post-ran".into(),
+        ],
+    );
+    // Same hook, other exec-label: out of scope, must not run.
+    let other = App::start(
+        "hooks",
+        "other",
+        &s.src,
+        &[
+            "docker-volume-backup.exec-label=someone-else".into(),
+            "docker-volume-backup.archive-pre=touch /data/other-ran".into(),
+        ],
+    );
+    let out = run(backup(&s, &label)
+        .env("BACKUP_FILENAME", "hooked.tar")
+        .env("BACKUP_COMPRESSION", "none"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(db.running() && other.running());
+
+    let dest = s.tmp.path().join("restore");
+    extract(&s.out.join("hooked.tar"), &dest);
+    let dump = extracted(&dest, &s.src.join("dump.sql"));
+    let expected = format!("DUMP FOR {}\n", s.out.join("hooked.tar").display()).to_uppercase();
+    assert_eq!(fs::read_to_string(&dump).unwrap(), expected);
+    assert_eq!(
+        fs::metadata(&dump).unwrap().uid(),
+        65534,
+        "ran as the .user given"
+    );
+    assert!(s.src.join("post-ran").exists(), "the post hook ran");
+    assert!(
+        !extracted(&dest, &s.src.join("post-ran")).exists(),
+        "after the archive"
+    );
+    assert!(!s.src.join("other-ran").exists(), "EXEC_LABEL scopes hooks");
+}
+
+#[test]
+fn a_failing_pre_hook_fails_the_run_before_anything_stops() {
+    let s = Setup::new();
+    let label = unique("prefail");
+    let app = App::start(
+        "prefail",
+        "db",
+        &s.src,
+        &[
+            format!("docker-volume-backup.stop-during-backup={label}"),
+            format!("docker-volume-backup.exec-label={label}"),
+            "docker-volume-backup.archive-pre=echo cannot reach database >&2; exit 3".into(),
         ],
     );
     let before = app.started_at();
     let out = run(&mut backup(&s, &label));
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("exec hook labels"),
-        "{}",
-        stderr(&out)
-    );
+    let err = stderr(&out);
+    for needle in [
+        &format!("archive-pre hook in container {}", app.name),
+        "exit 3",
+        "exited with status 3",
+        "cannot reach database",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
     assert_eq!(app.started_at(), before, "nothing was stopped");
+    assert!(s.archive_names().is_empty());
+}
+
+#[test]
+fn a_hook_running_past_exec_timeout_is_killed_and_fails() {
+    let s = Setup::new();
+    let label = unique("timeout");
+    let app = App::start(
+        "timeout",
+        "db",
+        &s.src,
+        &[
+            format!("docker-volume-backup.exec-label={label}"),
+            "docker-volume-backup.archive-pre=sleep 60".into(),
+        ],
+    );
+    let started = Instant::now();
+    let out = run(backup(&s, &label).env("EXEC_TIMEOUT", "2s"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "gave up at the timeout"
+    );
+    assert!(stderr(&out).contains("EXEC_TIMEOUT"), "{}", stderr(&out));
+    // The in-container watchdog killed the hook: no `sleep 60` is left running.
+    std::thread::sleep(Duration::from_secs(1));
+    let ps = docker(&["exec", &app.name, "ps"]);
+    assert!(!ps.contains("sleep 60"), "{ps}");
     assert!(s.archive_names().is_empty());
 }
 

@@ -650,6 +650,8 @@ impl Parser<'_> {
             stop_timeout: self.duration("BACKUP_STOP_TIMEOUT"),
             state_dir: self.path("BACKUP_STATE_DIR"),
             exec_label: self.optional("EXEC_LABEL"),
+            exec_forward_output: self.bool("EXEC_FORWARD_OUTPUT"),
+            exec_timeout: self.duration("EXEC_TIMEOUT"),
         }
     }
 

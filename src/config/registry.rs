@@ -147,6 +147,7 @@ pub static VARIABLES: &[VarSpec] = &[
     var("BACKUP_STOP_SERVICE_TIMEOUT", Some("5m"), Docker),
     var("EXEC_LABEL", None, Docker),
     var("EXEC_FORWARD_OUTPUT", Some("false"), Docker),
+    var("EXEC_TIMEOUT", Some("1h"), Docker),
     // S3
     key(var("AWS_S3_BUCKET_NAME", None, S3)),
     var("AWS_S3_PATH", None, S3),
