@@ -14,5 +14,6 @@ pub mod filename;
 pub mod prune;
 pub mod run;
 pub mod schedule;
+pub mod spool;
 pub mod storage;
 pub mod stream;

@@ -14,6 +14,7 @@ use crate::docker::{self, Downtime, Engine, Phase};
 use crate::filename::FilenameError;
 use crate::prune::{self, PruneReport};
 use crate::schedule::lock;
+use crate::spool::{self, SpoolMode};
 use crate::storage::{LocalStorage, Storage, StorageError, Stored};
 use crate::stream;
 
@@ -154,6 +155,15 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
         Some(engine) => Some(engine.stop_labeled().await.map_err(|e| e.to_string())?),
         None => None,
     };
+    let any_stopped = stopped.as_ref().is_some_and(|(list, _)| !list.is_empty());
+    // Only the local destination exists so far: nothing is uploaded after the archive is
+    // written, so `auto` has nothing to gain from a spool file.
+    let remote_destination = false;
+    let spool_dir = match config.spool {
+        SpoolMode::Always => Some(config.spool_dir.as_path()),
+        SpoolMode::Auto if any_stopped && remote_destination => Some(config.spool_dir.as_path()),
+        SpoolMode::Auto | SpoolMode::Never => None,
+    };
     let (released, sources_read) = tokio::sync::oneshot::channel();
     let restart = async {
         // Fires when the archive stage is done with the sources, or when backup() ended
@@ -166,7 +176,10 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
             _ => Vec::new(),
         }
     };
-    let (result, downtimes) = tokio::join!(backup(config, &archive_name, Some(released)), restart);
+    let (result, downtimes) = tokio::join!(
+        backup(config, &archive_name, Some(released), spool_dir),
+        restart
+    );
     for d in &downtimes {
         if let Some(e) = &d.error {
             stats
@@ -405,6 +418,7 @@ pub async fn backup(
     config: &Config,
     archive_name: &str,
     sources_released: Option<tokio::sync::oneshot::Sender<()>>,
+    spool_dir: Option<&std::path::Path>,
 ) -> Result<RunReport, RunError> {
     let started = Zoned::now().with_time_zone(config.time_zone.clone());
     let clock = Instant::now();
@@ -443,7 +457,30 @@ pub async fn backup(
         }
         produced
     };
-    let (stored, produced) = tokio::join!(local.put(&archive_name, data), producer);
+    let (stored, produced) = match spool_dir {
+        None => tokio::join!(local.put(&archive_name, data), producer),
+        Some(dir) => {
+            // The whole archive goes to the spool first; containers restart when the
+            // sources are read, and only then does the (possibly slow) store begin.
+            let (spooled, produced) =
+                tokio::join!(spool::write(data, dir, &archive_name), producer);
+            let stored = match spooled {
+                Ok(file) => {
+                    tracing::info!(
+                        "archive spooled to {} ({} bytes); storing it",
+                        file.path().display(),
+                        file.bytes
+                    );
+                    match file.stream().await {
+                        Ok(stream) => local.put(&archive_name, stream).await,
+                        Err(e) => Err(StorageError::io("reading the spool file", e)),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            (stored, produced)
+        }
+    };
     let produced =
         produced.map_err(|e| RunError::Internal(format!("archive stage stopped: {e}")))?;
 

@@ -288,3 +288,40 @@ fn usage_errors_exit_with_2() {
     let out = run(dunnage().arg("no-such-command"));
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn spool_always_goes_through_a_private_file_that_is_removed() {
+    let s = Setup::new();
+    build_rich_tree(&s.src);
+    let spool = s.tmp.path().join("spool");
+    fs::create_dir(&spool).unwrap();
+    let out = run(s
+        .backup()
+        .env("BACKUP_SPOOL", "always")
+        .env("BACKUP_SPOOL_DIR", &spool)
+        .env("BACKUP_COMPRESSION", "zst"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("archive spooled to"));
+    assert_eq!(
+        fs::read_dir(&spool).unwrap().count(),
+        0,
+        "spool file removed"
+    );
+    let dest = s.tmp.path().join("restore");
+    extract(&s.only_archive(), &dest);
+    assert_same_tree(&s.src, &dest, &[]);
+
+    // A missing spool folder is a clear error and nothing is stored.
+    let out = run(s
+        .backup()
+        .env("BACKUP_SPOOL", "always")
+        .env("BACKUP_SPOOL_DIR", s.tmp.path().join("no-spool"))
+        .env("BACKUP_FILENAME", "second.tar"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("spooling to BACKUP_SPOOL_DIR"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.out.join("second.tar").exists());
+}

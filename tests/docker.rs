@@ -461,3 +461,42 @@ fn after_a_kill_9_the_next_start_of_dunnage_brings_the_app_back() {
     assert!(err.contains(&app.name), "{err}");
     assert!(!s.tmp.path().join("state/stopped-containers").exists());
 }
+
+#[test]
+fn with_a_spool_the_app_restarts_before_the_archive_is_stored() {
+    let s = Setup::new();
+    fs::write(s.src.join("noise.bin"), pseudo_random(16 << 20, 11)).unwrap();
+    let label = unique("spool");
+    let app = App::start(
+        "spool",
+        "app",
+        &s.src,
+        &[format!("docker-volume-backup.stop-during-backup={label}")],
+    );
+    let spool = s.tmp.path().join("spool");
+    fs::create_dir(&spool).unwrap();
+    let out = run(backup(&s, &label)
+        .env("BACKUP_SPOOL", "always")
+        .env("BACKUP_SPOOL_DIR", &spool)
+        .env("BACKUP_COMPRESSION", "zst"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("archive spooled to"), "{err}");
+    assert!(
+        err.contains(&format!("container {} down", app.name)),
+        "{err}"
+    );
+    assert!(app.running());
+    assert_eq!(fs::read_dir(&spool).unwrap().count(), 0);
+    let listed = list(&s.only_archive());
+    assert!(listed.iter().any(|n| n.ends_with("noise.bin")));
+
+    // A failing spool still brings the app back.
+    let before = app.started_at();
+    let out = run(backup(&s, &label)
+        .env("BACKUP_SPOOL", "always")
+        .env("BACKUP_SPOOL_DIR", s.tmp.path().join("missing-spool")));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(app.running());
+    assert_ne!(app.started_at(), before);
+}

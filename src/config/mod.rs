@@ -20,6 +20,7 @@ use crate::docker::DockerConfig;
 use crate::filename::{self, FilenameTemplate};
 use crate::prune::Policy;
 use crate::schedule::cron::CronSchedule;
+use crate::spool::SpoolMode;
 use registry::Feature;
 pub use vars::{Origin, Vars, expand_vars};
 
@@ -149,6 +150,10 @@ pub struct Config {
     pub skip_prune: Vec<String>,
     /// `DOCKER_HOST`, the stop labels, `BACKUP_STOP_TIMEOUT`, `BACKUP_STATE_DIR`.
     pub docker: DockerConfig,
+    /// `BACKUP_SPOOL`.
+    pub spool: SpoolMode,
+    /// `BACKUP_SPOOL_DIR`.
+    pub spool_dir: PathBuf,
     /// Things worth telling the user that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -233,6 +238,8 @@ impl Config {
         let retention = p.retention(expand);
         let skip_prune = p.skip_prune();
         let docker = p.docker();
+        let spool = p.spool();
+        let spool_dir = p.path("BACKUP_SPOOL_DIR");
 
         let Parser {
             problems, warnings, ..
@@ -255,6 +262,8 @@ impl Config {
                 retention,
                 skip_prune,
                 docker,
+                spool,
+                spool_dir,
                 warnings,
             }),
             _ => Err(ConfigError { problems, warnings }),
@@ -652,6 +661,19 @@ impl Parser<'_> {
             exec_label: self.optional("EXEC_LABEL"),
             exec_forward_output: self.bool("EXEC_FORWARD_OUTPUT"),
             exec_timeout: self.duration("EXEC_TIMEOUT"),
+        }
+    }
+
+    fn spool(&mut self) -> SpoolMode {
+        let raw = self.string("BACKUP_SPOOL");
+        match raw.to_ascii_lowercase().as_str() {
+            "auto" => SpoolMode::Auto,
+            "always" => SpoolMode::Always,
+            "never" => SpoolMode::Never,
+            _ => {
+                self.problem("BACKUP_SPOOL", &raw, "expected auto, always or never");
+                SpoolMode::Auto
+            }
         }
     }
 

@@ -144,6 +144,8 @@ pub static VARIABLES: &[VarSpec] = &[
     var("BACKUP_STOP_CONTAINER_LABEL", None, Docker),
     var("BACKUP_STOP_TIMEOUT", Some("10s"), Docker),
     var("BACKUP_STATE_DIR", Some("/var/lib/dunnage"), Docker),
+    var("BACKUP_SPOOL", Some("auto"), Docker),
+    var("BACKUP_SPOOL_DIR", Some("/tmp"), Docker),
     var("BACKUP_STOP_SERVICE_TIMEOUT", Some("5m"), Docker),
     var("EXEC_LABEL", None, Docker),
     var("EXEC_FORWARD_OUTPUT", Some("false"), Docker),
