@@ -85,7 +85,8 @@ impl App {
             IMAGE,
             "sh",
             "-c",
-            "i=0; while true; do i=$((i+1)); echo $i >> /data/counter-$HOSTNAME; sleep 0.05; done",
+            // Exits on SIGTERM like a real service, so downtime is not the stop timeout.
+            "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo $i >> /data/counter-$HOSTNAME; sleep 0.05 & wait $!; done",
         ]);
         docker(&args);
         App { name }

@@ -1,0 +1,196 @@
+//! The container image as users run it: built from this build's binary by
+//! scripts/build-image, running as a sidecar next to a labeled app with the Docker socket
+//! mounted read-only. Also checks that compose.example.yml is a valid compose file.
+
+mod common;
+
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::*;
+
+fn engine() -> String {
+    std::env::var("DUNNAGE_TEST_DOCKER_HOST")
+        .expect("tests/image.rs needs a Docker engine: run scripts/test, which starts one")
+}
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .arg("-H")
+        .arg(engine())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The dunnage image built from the binary under test, once per test process.
+fn image() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        let tag = format!("dunnage:test-{}", std::process::id());
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-image"))
+            .arg(env!("CARGO_BIN_EXE_dunnage"))
+            .arg(&tag)
+            .env("DOCKER_HOST", engine())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "build-image: {}", stderr(&out));
+        tag
+    })
+}
+
+/// The busybox test image (tests/docker.rs builds the same one).
+fn busybox() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy("/bin/busybox", dir.path().join("busybox")).unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+        )
+        .unwrap();
+        let out = Command::new("docker")
+            .arg("-H")
+            .arg(engine())
+            .args(["build", "-q", "-t", "dunnage-test-busybox"])
+            .arg(dir.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    });
+    "dunnage-test-busybox"
+}
+
+/// Removes the containers and volumes a test created.
+struct Cleanup(Vec<Vec<String>>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for args in &self.0 {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let _ = docker(&args);
+        }
+    }
+}
+
+#[test]
+fn the_image_as_a_sidecar_stops_the_app_runs_its_hook_and_starts_it_again() {
+    let s = Setup::new();
+    let id = std::process::id();
+    let label = format!("sidecar-{id}");
+    let (volume, state, app) = (
+        format!("app-data-{id}"),
+        format!("dunnage-state-{id}"),
+        format!("sidecar-app-{id}"),
+    );
+    let _cleanup = Cleanup(vec![
+        vec!["rm".into(), "-f".into(), app.clone()],
+        vec![
+            "volume".into(),
+            "rm".into(),
+            "-f".into(),
+            volume.clone(),
+            state.clone(),
+        ],
+    ]);
+    let socket = engine().trim_start_matches("unix://").to_owned();
+
+    // The app keeps writing to its volume; its hook dumps "the database" before archiving.
+    docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &app,
+        "-v",
+        &format!("{volume}:/data"),
+        "-l",
+        &format!("docker-volume-backup.stop-during-backup={label}"),
+        "-l",
+        &format!("docker-volume-backup.exec-label={label}"),
+        "-l",
+        "docker-volume-backup.archive-pre=echo consistent dump | tee /data/dump.sql",
+        busybox(),
+        "sh",
+        "-c",
+        // Exits on SIGTERM like a real service, so downtime is not the stop timeout.
+        "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo $i >> /data/counter; sleep 0.05 & wait $!; done",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &app]);
+
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{socket}:/var/run/docker.sock:ro"),
+        "-v",
+        &format!("{volume}:/backup/app_data:ro"),
+        "-v",
+        &format!("{}:/archive", s.out.display()),
+        "-v",
+        &format!("{state}:/var/lib/dunnage"),
+        "-e",
+        &format!("BACKUP_STOP_DURING_BACKUP_LABEL={label}"),
+        "-e",
+        &format!("EXEC_LABEL={label}"),
+        "-e",
+        "BACKUP_COMPRESSION=zst",
+        "-e",
+        "EXEC_FORWARD_OUTPUT=true",
+        image(),
+        "backup",
+    ]);
+    let log = stderr(&out);
+    eprintln!("{log}");
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("consistent dump"),
+        "hook output is in the run log"
+    );
+    assert!(log.contains(&format!("container {app} down")), "{log}");
+
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Running}}", &app]),
+        "true"
+    );
+    assert_ne!(
+        docker_ok(&["inspect", "-f", "{{.State.StartedAt}}", &app]),
+        before
+    );
+
+    // The archive holds the volume (as backup/app_data/...) and the hook's dump.
+    let archive = s.only_archive();
+    let dest = s.tmp.path().join("restore");
+    extract(&archive, &dest);
+    let dump = std::fs::read_to_string(dest.join("backup/app_data/dump.sql")).unwrap();
+    assert_eq!(dump, "consistent dump\n");
+    let counter = std::fs::read_to_string(dest.join("backup/app_data/counter")).unwrap();
+    let numbers: Vec<u64> = counter.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(!numbers.is_empty() && numbers.windows(2).all(|w| w[1] == w[0] + 1));
+}
+
+#[test]
+fn the_compose_example_is_a_valid_compose_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/compose.example.yml");
+    std::fs::copy(example, dir.path().join("compose.yml")).unwrap();
+    std::fs::write(dir.path().join("db_password.txt"), "example").unwrap();
+    let out = Command::new("docker-compose")
+        .args(["-f", "compose.yml", "config", "--quiet"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
