@@ -44,7 +44,7 @@ pub struct DockerConfig {
     /// `EXEC_LABEL`: only containers labeled `docker-volume-backup.exec-label=<this>` run
     /// exec hooks.
     pub exec_label: Option<String>,
-    /// `EXEC_FORWARD_OUTPUT`: log hook output at info level (debug otherwise).
+    /// `EXEC_FORWARD_OUTPUT`: also copy hook output, unchanged, to dunnage's own output.
     pub exec_forward_output: bool,
     /// `EXEC_TIMEOUT`: a hook running longer is killed and fails its phase.
     pub exec_timeout: Duration,
@@ -337,12 +337,19 @@ impl Engine {
                 while let Some(item) = stream.next().await {
                     let chunk = item.map_err(|e| format!("output stream failed: {e}"))?;
                     let text = chunk.to_string();
+                    // Hook output is part of the run log; EXEC_FORWARD_OUTPUT also passes it
+                    // through unchanged, as the reference does.
                     for line in text.lines() {
-                        if forward {
-                            tracing::info!("[{container}] {line}");
-                        } else {
-                            tracing::debug!("[{container}] {line}");
-                        }
+                        tracing::info!("[{container}] {line}");
+                    }
+                    if forward {
+                        use std::io::Write as _;
+                        let _ = match chunk {
+                            bollard::container::LogOutput::StdErr { message } => {
+                                std::io::stderr().write_all(&message)
+                            }
+                            other => std::io::stdout().write_all(&other.into_bytes()),
+                        };
                     }
                     output.push_str(&text);
                     if output.len() > 4 * HOOK_OUTPUT_KEPT {

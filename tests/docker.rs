@@ -501,3 +501,41 @@ fn with_a_spool_the_app_restarts_before_the_archive_is_stored() {
     assert!(app.running());
     assert_ne!(app.started_at(), before);
 }
+
+#[test]
+fn a_failing_post_hook_fails_the_run_but_the_app_is_back_and_the_backup_kept() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::new();
+    fs::set_permissions(&s.src, fs::Permissions::from_mode(0o777)).unwrap();
+    let label = unique("postfail");
+    let app = App::start(
+        "postfail",
+        "db",
+        &s.src,
+        &[
+            format!("docker-volume-backup.stop-during-backup={label}"),
+            format!("docker-volume-backup.exec-label={label}"),
+            // The reference's deprecated alias of archive-pre still works.
+            "docker-volume-backup.exec-pre=echo via-alias > /data/alias-dump".into(),
+            "docker-volume-backup.archive-post=echo post broke >&2; false".into(),
+        ],
+    );
+    let before = app.started_at();
+    let out = run(backup(&s, &label)
+        .env("BACKUP_COMPRESSION", "none")
+        .env("BACKUP_FILENAME", "kept.tar"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("post hooks failed"), "{err}");
+    assert!(
+        err.contains("archive-post hook") && err.contains("post broke"),
+        "{err}"
+    );
+    assert!(app.running(), "the app is back");
+    assert_ne!(app.started_at(), before);
+    assert!(
+        list(&s.out.join("kept.tar"))
+            .iter()
+            .any(|n| n.ends_with("alias-dump"))
+    );
+}

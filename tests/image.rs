@@ -194,3 +194,144 @@ fn the_compose_example_is_a_valid_compose_file() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn the_image_runs_as_a_non_root_user() {
+    let s = Setup::new();
+    std::fs::write(s.src.join("data.txt"), "readable by anyone").unwrap();
+    std::os::unix::fs::chown(&s.out, Some(1000), Some(1000)).unwrap();
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "1000",
+        "-v",
+        &format!("{}:/backup:ro", s.src.display()),
+        "-v",
+        &format!("{}:/archive", s.out.display()),
+        image(),
+        "backup",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(s.only_archive()).unwrap().uid(), 1000);
+    assert!(
+        stderr(&out).contains("Docker features are off"),
+        "no socket: said once"
+    );
+}
+
+#[test]
+fn a_sidecar_killed_mid_backup_brings_the_app_back_when_it_is_started_again() {
+    let id = std::process::id();
+    let label = format!("kill9-{id}");
+    let (volume, state, app, sidecar) = (
+        format!("kill9-data-{id}"),
+        format!("kill9-state-{id}"),
+        format!("kill9-app-{id}"),
+        format!("kill9-sidecar-{id}"),
+    );
+    let _cleanup = Cleanup(vec![
+        vec!["rm".into(), "-f".into(), app.clone(), sidecar.clone()],
+        vec![
+            "volume".into(),
+            "rm".into(),
+            "-f".into(),
+            volume.clone(),
+            state.clone(),
+        ],
+    ]);
+    let socket = engine().trim_start_matches("unix://").to_owned();
+    let running = |name: &str| docker_ok(&["inspect", "-f", "{{.State.Running}}", name]) == "true";
+    let wait = |name: &str, want: bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while running(name) != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never running={want}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // A volume that takes far longer to archive than the test waits: a huge sparse file.
+    docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{volume}:/data"),
+        busybox(),
+        "truncate",
+        "-s",
+        "256G",
+        "/data/huge",
+    ]);
+    docker_ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &app,
+        "-v",
+        &format!("{volume}:/data"),
+        "-l",
+        &format!("docker-volume-backup.stop-during-backup={label}"),
+        busybox(),
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while true; do sleep 1 & wait $!; done",
+    ]);
+    let sidecar_args = |name: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            name,
+            "-v",
+            &format!("{socket}:/var/run/docker.sock:ro"),
+            "-v",
+            &format!("{volume}:/backup/app_data:ro"),
+            "-v",
+            &format!("{state}:/var/lib/dunnage"),
+            "-e",
+            &format!("BACKUP_STOP_DURING_BACKUP_LABEL={label}"),
+            "-e",
+            "BACKUP_COMPRESSION=zst",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let args = sidecar_args(&sidecar, &[image(), "backup"]);
+    docker_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    wait(&app, false);
+    docker_ok(&["kill", "-s", "KILL", &sidecar]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(!running(&app), "nothing restarted the app yet");
+    docker_ok(&["rm", "-f", &sidecar]);
+
+    // dunnage starts again (a re-created sidecar with the same state volume, as
+    // `docker compose up` does): the app comes back before any schedule fires.
+    let args = sidecar_args(
+        &sidecar,
+        &["-e", "BACKUP_CRON_EXPRESSION=0 0 5 31 2 ?", image()],
+    );
+    docker_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    wait(&app, true);
+    let logs = docker(&["logs", &sidecar]);
+    let text = stderr(&logs);
+    assert!(text.contains("interrupted"), "{text}");
+    docker_ok(&["stop", &sidecar]);
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", &sidecar]),
+        "0"
+    );
+}
