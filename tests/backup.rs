@@ -187,10 +187,8 @@ fn an_unreadable_file_fails_the_run_and_leaves_nothing() {
         let bin = s.tmp.path().join("dunnage");
         fs::copy(env!("CARGO_BIN_EXE_dunnage"), &bin).unwrap();
         let template = cmd;
-        cmd = std::process::Command::new(&bin);
-        cmd.env_clear()
-            .args(template.get_args())
-            .envs(template.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        cmd = same_env(&template, &bin);
+        cmd.args(template.get_args());
         for p in walkdir::WalkDir::new(s.tmp.path()) {
             let p = p.unwrap().into_path();
             if p != secret {
@@ -274,11 +272,7 @@ fn invoked_as_backup_it_runs_a_backup() {
     let link = s.tmp.path().join("backup");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_dunnage"), &link).unwrap();
     // Same environment as `dunnage backup`, but no subcommand: the name says it.
-    let template = s.backup();
-    let mut cmd = std::process::Command::new(&link);
-    cmd.env_clear()
-        .envs(template.get_envs().filter_map(|(k, v)| Some((k, v?))));
-    let out = run(&mut cmd);
+    let out = run(&mut same_env(&s.backup(), &link));
     assert!(out.status.success());
     assert!(s.only_archive().to_string_lossy().ends_with(".tar.gz"));
 }

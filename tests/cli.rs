@@ -12,16 +12,6 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// `dunnage ARGS` with the same environment as `Setup::backup`.
-fn command(s: &Setup, args: &[&str]) -> std::process::Command {
-    let template = s.backup();
-    let mut c = std::process::Command::new(template.get_program());
-    c.env_clear()
-        .envs(template.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .args(args);
-    c
-}
-
 /// A file in the archive folder whose mtime is `days` days ago.
 fn old_backup(dir: &Path, name: &str, days: u64) {
     let path = dir.join(name);
@@ -36,7 +26,7 @@ fn print_config_shows_values_and_origins_and_never_secrets() {
     let s = Setup::new();
     let secret_file = s.tmp.path().join("sources-path");
     fs::write(&secret_file, format!("{}\n", s.src.display())).unwrap();
-    let mut cmd = command(&s, &["print-config"]);
+    let mut cmd = s.command(&["print-config"]);
     cmd.env_remove("BACKUP_SOURCES")
         .env("BACKUP_SOURCES_FILE", &secret_file)
         .env(
@@ -77,11 +67,11 @@ fn print_config_shows_values_and_origins_and_never_secrets() {
 #[test]
 fn check_exits_0_when_valid_and_2_with_every_problem() {
     let s = Setup::new();
-    let out = run(&mut command(&s, &["check"]));
+    let out = run(&mut s.command(&["check"]));
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("configuration OK: 1 schedule(s)"));
 
-    let mut cmd = command(&s, &["check"]);
+    let mut cmd = s.command(&["check"]);
     cmd.env("BACKUP_CRON_EXPRESSION", "61 * * * *")
         .env("LOCK_TIMEOUT", "forever")
         .env("BACKUP_RETENTION_KEEP_DAILY", "-3")
@@ -255,7 +245,7 @@ fn prune_dry_run_explains_and_deletes_nothing() {
     let s = Setup::new();
     old_backup(&s.out, "backup-old.tar", 40);
     old_backup(&s.out, "backup-new.tar", 1);
-    let mut cmd = command(&s, &["prune", "--dry-run"]);
+    let mut cmd = s.command(&["prune", "--dry-run"]);
     cmd.env("BACKUP_RETENTION_DAYS", "7")
         .env("BACKUP_RETENTION_KEEP_MONTHLY", "1");
     let out = run(&mut cmd);
@@ -272,7 +262,7 @@ fn prune_dry_run_explains_and_deletes_nothing() {
     assert_eq!(s.archive_names(), ["backup-new.tar", "backup-old.tar"]);
 
     // The same without --dry-run deletes.
-    let mut cmd = command(&s, &["prune"]);
+    let mut cmd = s.command(&["prune"]);
     cmd.env("BACKUP_RETENTION_DAYS", "7");
     let out = run(&mut cmd);
     assert!(out.status.success());

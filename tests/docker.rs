@@ -5,56 +5,10 @@ mod common;
 
 use std::fs;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::docker::{busybox, docker_ok as docker, engine};
 use common::*;
-
-const IMAGE: &str = "dunnage-test-busybox";
-
-fn engine() -> String {
-    std::env::var("DUNNAGE_TEST_DOCKER_HOST")
-        .expect("tests/docker.rs needs a Docker engine: run scripts/test, which starts one")
-}
-
-/// `docker ARGS` against the test engine; panics on failure.
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .arg("-H")
-        .arg(engine())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A tiny image with a static busybox; no registry is reachable, so it is built here.
-fn image() {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        fs::copy("/bin/busybox", dir.path().join("busybox")).unwrap();
-        fs::write(
-            dir.path().join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-        )
-        .unwrap();
-        let out = Command::new("docker")
-            .arg("-H")
-            .arg(engine())
-            .args(["build", "-q", "-t", IMAGE])
-            .arg(dir.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    });
-}
 
 /// A running app container with `labels`, writing a counter into `data` every 50 ms.
 struct App {
@@ -63,7 +17,7 @@ struct App {
 
 impl App {
     fn start(test: &str, role: &str, data: &std::path::Path, labels: &[String]) -> App {
-        image();
+        let image = busybox();
         let name = format!("dunnage-{test}-{role}-{}", std::process::id());
         let mount = format!("{}:/data", data.display());
         let mut args = vec![
@@ -82,7 +36,7 @@ impl App {
             .collect();
         args.extend(label_args.iter().map(String::as_str));
         args.extend([
-            IMAGE,
+            image,
             "sh",
             "-c",
             // Exits on SIGTERM like a real service, so downtime is not the stop timeout.
@@ -397,11 +351,7 @@ fn sigterm_during_a_backup_starts_the_containers_again() {
         .spawn()
         .unwrap();
     app.wait_until(false);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
     let out = child.wait_with_output().unwrap();
     eprintln!("{}", stderr(&out));
     assert_eq!(out.status.code(), Some(1));
@@ -441,19 +391,13 @@ fn after_a_kill_9_the_next_start_of_dunnage_brings_the_app_back() {
 
     // Starting the scheduler (here with a schedule that never fires) recovers at once.
     let template = backup(&s, &label);
-    let mut scheduler = Command::new(template.get_program());
+    let mut scheduler = same_env(&template, template.get_program());
     scheduler
-        .env_clear()
-        .envs(template.get_envs().filter_map(|(k, v)| Some((k, v?))))
         .env("BACKUP_CRON_EXPRESSION", "0 0 5 31 2 ?")
         .stderr(Stdio::piped());
     let scheduler = scheduler.spawn().unwrap();
     app.wait_until(true);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(scheduler.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&scheduler, nix::sys::signal::Signal::SIGTERM);
     let out = scheduler.wait_with_output().unwrap();
     let err = stderr(&out);
     eprintln!("{err}");

@@ -7,27 +7,8 @@ mod common;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use common::docker::*;
 use common::*;
-
-fn engine() -> String {
-    std::env::var("DUNNAGE_TEST_DOCKER_HOST")
-        .expect("tests/image.rs needs a Docker engine: run scripts/test, which starts one")
-}
-
-fn docker(args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .arg("-H")
-        .arg(engine())
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
-    assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// The dunnage image built from the binary under test, once per test process.
 fn image() -> &'static str {
@@ -43,30 +24,6 @@ fn image() -> &'static str {
         assert!(out.status.success(), "build-image: {}", stderr(&out));
         tag
     })
-}
-
-/// The busybox test image (tests/docker.rs builds the same one).
-fn busybox() -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::copy("/bin/busybox", dir.path().join("busybox")).unwrap();
-        std::fs::write(
-            dir.path().join("Dockerfile"),
-            "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
-        )
-        .unwrap();
-        let out = Command::new("docker")
-            .arg("-H")
-            .arg(engine())
-            .args(["build", "-q", "-t", "dunnage-test-busybox"])
-            .arg(dir.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-    });
-    "dunnage-test-busybox"
 }
 
 /// Removes the containers and volumes a test created.

@@ -76,11 +76,8 @@ fn the_scheduler_backs_up_prunes_shares_the_lock_and_stops_cleanly() {
             .env("LOCK_TIMEOUT", "2m");
     };
 
-    let template = s.backup();
-    let mut scheduler = std::process::Command::new(template.get_program());
+    let mut scheduler = s.command(&[]);
     scheduler
-        .env_clear()
-        .envs(template.get_envs().filter_map(|(k, v)| Some((k, v?))))
         .env("BACKUP_CRON_EXPRESSION", "* * * * * *")
         .stderr(Stdio::piped());
     configure(&mut scheduler);
@@ -110,11 +107,7 @@ fn the_scheduler_backs_up_prunes_shares_the_lock_and_stops_cleanly() {
     log.wait_for("run succeeded", before.max(4) + 1, &mut scheduler);
     // Right after a run finished (and pruned), stop the scheduler; a run that just started
     // is aborted and must leave nothing behind.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(scheduler.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&scheduler, nix::sys::signal::Signal::SIGTERM);
     let status = scheduler.wait().unwrap();
     std::thread::sleep(Duration::from_millis(100)); // let the log thread drain
     let text = log.all();
@@ -148,11 +141,8 @@ fn the_scheduler_backs_up_prunes_shares_the_lock_and_stops_cleanly() {
 fn a_failed_scheduled_run_is_logged_and_the_scheduler_keeps_going() {
     let s = Setup::new();
     let sources = s.tmp.path().join("not-yet-mounted");
-    let template = s.backup();
-    let mut scheduler = std::process::Command::new(template.get_program());
+    let mut scheduler = s.command(&[]);
     scheduler
-        .env_clear()
-        .envs(template.get_envs().filter_map(|(k, v)| Some((k, v?))))
         .env("BACKUP_SOURCES", &sources)
         .env("BACKUP_CRON_EXPRESSION", "* * * * * *")
         .env("BACKUP_FILENAME", "backup-%H%M%S.tar")
@@ -172,11 +162,7 @@ fn a_failed_scheduled_run_is_logged_and_the_scheduler_keeps_going() {
     fs::write(sources.join("f"), "x").unwrap();
     log.wait_for("run succeeded", 1, &mut scheduler);
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(scheduler.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    signal(&scheduler, nix::sys::signal::Signal::SIGINT);
     assert!(scheduler.wait().unwrap().success());
     assert!(!s.archive_names().is_empty());
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs;
@@ -54,6 +56,14 @@ impl Setup {
         cmd
     }
 
+    /// `dunnage ARGS` with the same environment as [`Setup::backup`].
+    pub fn command(&self, args: &[&str]) -> Command {
+        let template = self.backup();
+        let mut cmd = same_env(&template, template.get_program());
+        cmd.args(args);
+        cmd
+    }
+
     /// Names in the archive folder, hidden ones included, sorted.
     pub fn archive_names(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(&self.out)
@@ -74,6 +84,19 @@ impl Setup {
         );
         self.out.join(&names[0])
     }
+}
+
+/// `program` with exactly the environment `template` would run with, and no arguments.
+pub fn same_env(template: &Command, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear()
+        .envs(template.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    cmd
+}
+
+/// Sends `signal` to a child process.
+pub fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
 }
 
 pub fn run(cmd: &mut Command) -> Output {
