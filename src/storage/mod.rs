@@ -5,12 +5,14 @@
 //! stream arrived without an error item. A failed or cancelled `put` leaves no partial file
 //! under that name.
 
+mod fanout;
 mod local;
 
 use std::io;
 
 use async_trait::async_trait;
 
+pub use fanout::put_all;
 pub use local::LocalStorage;
 
 use crate::stream::ByteStream;
