@@ -15,7 +15,7 @@ use crate::filename::FilenameError;
 use crate::prune::{self, PruneReport};
 use crate::schedule::lock;
 use crate::spool::{self, SpoolMode};
-use crate::storage::{LocalStorage, Storage, StorageError, Stored};
+use crate::storage::{self, LocalStorage, Storage, StorageError, Stored};
 use crate::stream;
 
 /// Everything one run did, for the summary log line (and later notifications and metrics).
@@ -48,6 +48,8 @@ impl RunStats {
 pub struct DestinationStats {
     pub name: &'static str,
     pub stored: Option<Stored>,
+    /// Why storing failed here (other destinations may have succeeded).
+    pub error: Option<String>,
     pub prune: Option<PruneReport>,
     pub prune_error: Option<String>,
 }
@@ -59,7 +61,8 @@ pub struct RunReport {
     pub started: Zoned,
     pub duration: Duration,
     pub archive: ArchiveStats,
-    pub stored: Stored,
+    /// Each destination's outcome, in configuration order.
+    pub stored: Vec<(&'static str, Result<Stored, String>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +77,8 @@ pub enum RunError {
     NoDestination(PathBuf),
     #[error("creating the archive failed: {0}")]
     Archive(#[from] ArchiveError),
-    #[error("storing the archive in {destination} failed: {source}")]
-    Storage {
-        destination: &'static str,
-        source: StorageError,
-    },
+    #[error("{}", describe_failures(.0))]
+    Stores(Vec<(&'static str, StorageError)>),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -176,8 +176,10 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
             _ => Vec::new(),
         }
     };
+    let owned = destinations(config);
+    let dests: Vec<&dyn Storage> = owned.iter().map(|d| d.as_ref()).collect();
     let (result, downtimes) = tokio::join!(
-        backup(config, &archive_name, Some(released), spool_dir),
+        backup(config, &dests, &archive_name, Some(released), spool_dir),
         restart
     );
     for d in &downtimes {
@@ -203,28 +205,43 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
         .extend(report.archive.warnings.iter().cloned());
     stats.archive_name = Some(report.archive_name);
     stats.archive = Some(report.archive);
-    let local = LocalStorage::new(&config.archive_dir);
-    let mut dest = DestinationStats {
-        name: local.name(),
-        stored: Some(report.stored),
-        prune: None,
-        prune_error: None,
-    };
-    if config.retention.is_active() {
+    let pruning = config.retention.is_active();
+    if pruning {
         if let Some(engine) = &engine {
             engine
                 .run_hooks(Phase::Prune, false, &archive_path)
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        prune_destination(config, &local, &mut dest, &mut stats.warnings).await;
+    }
+    for (storage, (name, outcome)) in dests.iter().zip(report.stored) {
+        let mut dest = DestinationStats {
+            name,
+            stored: None,
+            error: None,
+            prune: None,
+            prune_error: None,
+        };
+        match outcome {
+            Ok(stored) => {
+                dest.stored = Some(stored);
+                // Pruning runs where this backup was stored, never where it failed.
+                prune_destination(config, *storage, &mut dest, &mut stats.warnings).await;
+            }
+            Err(e) => {
+                stats.warnings.push(format!("{name}: storing failed: {e}"));
+                dest.error = Some(e);
+            }
+        }
+        stats.destinations.push(dest);
+    }
+    if pruning {
         if let Some(engine) = &engine {
             if let Err(e) = engine.run_hooks(Phase::Prune, true, &archive_path).await {
                 post_errors.push(e.to_string());
             }
         }
     }
-    stats.destinations.push(dest);
     if !post_errors.is_empty() {
         return Err(format!(
             "the backup was stored, but post hooks failed: {}",
@@ -416,6 +433,7 @@ pub async fn prune_now(config: &Config, dry_run: bool, out: &mut impl std::io::W
 /// the archive stage has finished reading the sources (and dropped if it never starts).
 pub async fn backup(
     config: &Config,
+    destinations: &[&dyn Storage],
     archive_name: &str,
     sources_released: Option<tokio::sync::oneshot::Sender<()>>,
     spool_dir: Option<&std::path::Path>,
@@ -423,21 +441,17 @@ pub async fn backup(
     let started = Zoned::now().with_time_zone(config.time_zone.clone());
     let clock = Instant::now();
     let archive_name = archive_name.to_owned();
-
-    if !config.archive_dir.is_dir() {
-        // Same rule as the reference: local storage is on when the folder exists.
-        tracing::warn!(
-            "local archive folder {} does not exist: local storage is off",
-            config.archive_dir.display()
-        );
+    if destinations.is_empty() {
         return Err(RunError::NoDestination(config.archive_dir.clone()));
     }
-    let local = LocalStorage::new(&config.archive_dir);
-
     tracing::info!(
-        "backing up {} to {} ({})",
+        "backing up {} as {archive_name} to {} ({})",
         config.sources.display(),
-        local.dir().join(&archive_name).display(),
+        destinations
+            .iter()
+            .map(|d| d.name())
+            .collect::<Vec<_>>()
+            .join(", "),
         config.codec
     );
 
@@ -458,7 +472,10 @@ pub async fn backup(
         produced
     };
     let (stored, produced) = match spool_dir {
-        None => tokio::join!(local.put(&archive_name, data), producer),
+        None => tokio::join!(
+            storage::put_all(destinations, &archive_name, data),
+            producer
+        ),
         Some(dir) => {
             // The whole archive goes to the spool first; containers restart when the
             // sources are read, and only then does the (possibly slow) store begin.
@@ -472,11 +489,33 @@ pub async fn backup(
                         file.bytes
                     );
                     match file.stream().await {
-                        Ok(stream) => local.put(&archive_name, stream).await,
-                        Err(e) => Err(StorageError::io("reading the spool file", e)),
+                        Ok(stream) => storage::put_all(destinations, &archive_name, stream).await,
+                        Err(e) => destinations
+                            .iter()
+                            .map(|_| {
+                                Err(StorageError::io(
+                                    "reading the spool file",
+                                    std::io::Error::new(e.kind(), e.to_string()),
+                                ))
+                            })
+                            .collect(),
                     }
                 }
-                Err(e) => Err(e),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let incomplete = matches!(e, StorageError::Incomplete(_));
+                    destinations
+                        .iter()
+                        .map(|_| {
+                            let io = std::io::Error::other(msg.clone());
+                            Err(if incomplete {
+                                StorageError::Incomplete(io)
+                            } else {
+                                StorageError::io("spooling", io)
+                            })
+                        })
+                        .collect()
+                }
             };
             (stored, produced)
         }
@@ -484,32 +523,50 @@ pub async fn backup(
     let produced =
         produced.map_err(|e| RunError::Internal(format!("archive stage stopped: {e}")))?;
 
-    // Name the cause, not its echo: a destination that saw an incomplete stream failed
-    // because the archive stage did; an archive stage whose reader went away failed because
-    // the destination did.
-    let (stats, stored) = match (produced, stored) {
-        (Ok(stats), Ok(stored)) => (stats, stored),
-        (Err(archive), Ok(_) | Err(StorageError::Incomplete(_))) => return Err(archive.into()),
-        (produced, Err(source)) => {
-            if let Err(echo) = produced {
-                tracing::debug!("archive stage stopped after the destination failed: {echo}");
-            }
-            return Err(RunError::Storage {
-                destination: local.name(),
-                source,
-            });
+    // Name the cause, not its echo: destinations that saw an incomplete stream failed
+    // because the archive stage did; an archive stage whose readers all went away failed
+    // because every destination did.
+    let all_failed_on_their_own = stored
+        .iter()
+        .all(|r| matches!(r, Err(e) if !matches!(e, StorageError::Incomplete(_))));
+    let stats = match produced {
+        Ok(stats) => Some(stats),
+        Err(archive) if !all_failed_on_their_own => return Err(archive.into()),
+        Err(echo) => {
+            tracing::debug!("archive stage stopped after every destination failed: {echo}");
+            None
         }
     };
+    let outcomes: Vec<(&'static str, Result<Stored, StorageError>)> =
+        destinations.iter().map(|d| d.name()).zip(stored).collect();
+    let stats = match stats {
+        Some(stats) if outcomes.iter().any(|(_, r)| r.is_ok()) => stats,
+        _ => {
+            return Err(RunError::Stores(
+                outcomes
+                    .into_iter()
+                    .filter_map(|(n, r)| r.err().map(|e| (n, e)))
+                    .collect(),
+            ));
+        }
+    };
+    for (name, result) in &outcomes {
+        if let Err(e) = result {
+            tracing::error!("storing the archive in {name} failed: {e}");
+        }
+    }
 
-    if let Some(link) = &config.latest_symlink {
-        local
+    let local_stored = outcomes.iter().any(|(n, r)| *n == "Local" && r.is_ok());
+    if let (true, Some(link)) = (local_stored, &config.latest_symlink) {
+        LocalStorage::new(&config.archive_dir)
             .update_symlink(link, &archive_name)
             .await
-            .map_err(|source| RunError::Storage {
-                destination: local.name(),
-                source,
-            })?;
+            .map_err(|source| RunError::Stores(vec![("Local", source)]))?;
     }
+    let stored = outcomes
+        .into_iter()
+        .map(|(n, r)| (n, r.map_err(|e| e.to_string())))
+        .collect();
 
     Ok(RunReport {
         archive_name,
@@ -518,6 +575,34 @@ pub async fn backup(
         archive: stats,
         stored,
     })
+}
+
+fn describe_failures(failures: &[(&'static str, StorageError)]) -> String {
+    match failures {
+        [(name, e)] => format!("storing the archive in {name} failed: {e}"),
+        all => format!(
+            "storing the archive failed in every destination: {}",
+            all.iter()
+                .map(|(n, e)| format!("{n}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
+
+/// The destinations this configuration stores to. A missing local archive folder turns
+/// local storage off, as in the reference, and says so.
+fn destinations(config: &Config) -> Vec<Box<dyn Storage>> {
+    let mut list: Vec<Box<dyn Storage>> = Vec::new();
+    if config.archive_dir.is_dir() {
+        list.push(Box::new(LocalStorage::new(&config.archive_dir)));
+    } else {
+        tracing::warn!(
+            "local archive folder {} does not exist: local storage is off",
+            config.archive_dir.display()
+        );
+    }
+    list
 }
 
 fn log_summary(s: &RunStats) {
@@ -540,6 +625,9 @@ fn log_summary(s: &RunStats) {
         );
     }
     for d in &s.destinations {
+        if let Some(e) = &d.error {
+            let _ = write!(line, "; {}: FAILED ({e})", d.name);
+        }
         if let Some(stored) = &d.stored {
             let _ = write!(
                 line,
