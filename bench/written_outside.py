@@ -3,8 +3,9 @@
 
 Usage: written_outside.py STRACE_PREFIX DEST_DIR
 Counts write/writev/pwrite64/pwritev return values per target path (strace -y prints the
-path behind each fd). Writes into DEST_DIR (the archive or its partial name), to pipes and
-to the terminal/stderr are the tool's output, not temporary data, and are left out.
+path behind each fd). Writes into DEST_DIR (the archive or its partial name) and the tool's
+stderr are its output; writes to pipes, sockets, event fds (a runtime's 8-byte wake-ups)
+and devices are not files. All of those are left out; anything else is counted.
 Prints the total and the paths it counted.
 """
 import collections
@@ -22,7 +23,7 @@ for name in glob.glob(prefix + ".*"):
             if not m:
                 continue
             path, n = m.group(1), int(m.group(2))
-            if path.startswith(dest) or path.startswith("pipe:") or path.startswith("/dev/"):
+            if path.startswith(dest) or path.startswith(("pipe:", "/dev/", "anon_inode:", "socket:")):
                 continue
             if path.endswith("/stderr.txt"):
                 continue

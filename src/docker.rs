@@ -397,11 +397,25 @@ impl Engine {
                     error: None,
                 };
             }
-            match self
+            let started = self
                 .docker
                 .start_container(&c.id, None::<StartContainerOptions>)
-                .await
-            {
+                .await;
+            // Starting a container that is already running (started by hand after a
+            // crash) succeeds: bollard maps the engine's 304 to Ok.
+            match started {
+                // Removed meanwhile: nothing left to start, and it must not keep the state
+                // file (and a warning on every run) alive forever.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    tracing::warn!("container {} no longer exists; nothing to start", c.name);
+                    Downtime {
+                        name: c.name.clone(),
+                        down_for: None,
+                        error: None,
+                    }
+                }
                 Ok(()) => {
                     let down_for = since.elapsed();
                     tracing::info!("started container {} again after {down_for:.2?}", c.name);

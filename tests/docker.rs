@@ -483,3 +483,46 @@ fn a_failing_post_hook_fails_the_run_but_the_app_is_back_and_the_backup_kept() {
             .any(|n| n.ends_with("alias-dump"))
     );
 }
+
+#[test]
+fn recovery_copes_with_containers_started_by_hand_or_removed_meanwhile() {
+    let s = Setup::new();
+    slow_source(&s);
+    let label = unique("handstart");
+    let app = App::start(
+        "handstart",
+        "app",
+        &s.src,
+        &[format!("docker-volume-backup.stop-during-backup={label}")],
+    );
+    let gone = App::start(
+        "handstart",
+        "gone",
+        &s.src,
+        &[format!("docker-volume-backup.stop-during-backup={label}")],
+    );
+    let mut child = backup(&s, &label)
+        .env("BACKUP_COMPRESSION", "zst")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    app.wait_until(false);
+    gone.wait_until(false);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The operator starts one by hand and removes the other before dunnage runs again.
+    docker(&["start", &app.name]);
+    docker(&["rm", "-f", &gone.name]);
+    fs::remove_file(s.src.join("huge.bin")).unwrap();
+
+    let out = run(&mut backup(&s, &label));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("no longer exists"), "{err}");
+    assert!(!err.contains("could not start"), "{err}");
+    assert!(app.running());
+    assert!(
+        !s.tmp.path().join("state/stopped-containers").exists(),
+        "state cleared"
+    );
+}
