@@ -92,6 +92,11 @@ fn backup(s: &Setup, label: &str) -> Command {
     cmd
 }
 
+/// The label that makes this test's dunnage stop a container.
+fn stop(label: &str) -> String {
+    format!("docker-volume-backup.stop-during-backup={label}")
+}
+
 fn unique(test: &str) -> String {
     format!("{test}-{}", std::process::id())
 }
@@ -100,12 +105,7 @@ fn unique(test: &str) -> String {
 fn labeled_containers_are_stopped_for_the_archive_and_started_again() {
     let s = Setup::new();
     let label = unique("stop");
-    let app = App::start(
-        "stop",
-        "app",
-        &s.src,
-        &[format!("docker-volume-backup.stop-during-backup={label}")],
-    );
+    let app = App::start("stop", "app", &s.src, &[stop(&label)]);
     let down = App::start(
         "stop",
         "down",
@@ -170,7 +170,7 @@ fn both_labels_on_one_container_fail_before_anything_stops() {
         "app",
         &s.src,
         &[
-            format!("docker-volume-backup.stop-during-backup={label}"),
+            stop(&label),
             format!("docker-volume-backup.stop-during-backup-no-restart={label}-keep-down"),
         ],
     );
@@ -195,7 +195,7 @@ fn hooks_run_in_their_containers_and_a_pre_hook_dump_is_archived() {
         "db",
         &s.src,
         &[
-            format!("docker-volume-backup.stop-during-backup={label}"),
+            stop(&label),
             format!("docker-volume-backup.exec-label={label}"),
             "docker-volume-backup.archive-pre=echo \"dump for $COMMAND_RUNTIME_ARCHIVE_FILEPATH\" | tr a-z A-Z > /data/dump.sql".into(),
             "docker-volume-backup.archive-pre.user=65534".into(),
@@ -245,7 +245,7 @@ fn a_failing_pre_hook_fails_the_run_before_anything_stops() {
         "db",
         &s.src,
         &[
-            format!("docker-volume-backup.stop-during-backup={label}"),
+            stop(&label),
             format!("docker-volume-backup.exec-label={label}"),
             "docker-volume-backup.archive-pre=echo cannot reach database >&2; exit 3".into(),
         ],
@@ -298,12 +298,7 @@ fn a_hook_running_past_exec_timeout_is_killed_and_fails() {
 fn a_failed_run_still_starts_the_containers_again() {
     let s = Setup::new();
     let label = unique("fail");
-    let app = App::start(
-        "fail",
-        "app",
-        &s.src,
-        &[format!("docker-volume-backup.stop-during-backup={label}")],
-    );
+    let app = App::start("fail", "app", &s.src, &[stop(&label)]);
     let before = app.started_at();
     // An unreadable source folder fails the archive stage after the containers stopped.
     let out = run(backup(&s, &label).env("BACKUP_SOURCES", s.tmp.path().join("missing")));
@@ -339,12 +334,7 @@ fn sigterm_during_a_backup_starts_the_containers_again() {
     let s = Setup::new();
     slow_source(&s);
     let label = unique("term");
-    let app = App::start(
-        "term",
-        "app",
-        &s.src,
-        &[format!("docker-volume-backup.stop-during-backup={label}")],
-    );
+    let app = App::start("term", "app", &s.src, &[stop(&label)]);
     let child = backup(&s, &label)
         .env("BACKUP_COMPRESSION", "zst")
         .stderr(Stdio::piped())
@@ -368,12 +358,7 @@ fn after_a_kill_9_the_next_start_of_dunnage_brings_the_app_back() {
     let s = Setup::new();
     slow_source(&s);
     let label = unique("kill");
-    let app = App::start(
-        "kill",
-        "app",
-        &s.src,
-        &[format!("docker-volume-backup.stop-during-backup={label}")],
-    );
+    let app = App::start("kill", "app", &s.src, &[stop(&label)]);
     let mut child = backup(&s, &label)
         .env("BACKUP_COMPRESSION", "zst")
         .stderr(Stdio::null())
@@ -412,12 +397,7 @@ fn with_a_spool_the_app_restarts_before_the_archive_is_stored() {
     let s = Setup::new();
     fs::write(s.src.join("noise.bin"), pseudo_random(16 << 20, 11)).unwrap();
     let label = unique("spool");
-    let app = App::start(
-        "spool",
-        "app",
-        &s.src,
-        &[format!("docker-volume-backup.stop-during-backup={label}")],
-    );
+    let app = App::start("spool", "app", &s.src, &[stop(&label)]);
     let spool = s.tmp.path().join("spool");
     fs::create_dir(&spool).unwrap();
     let out = run(backup(&s, &label)
@@ -457,7 +437,7 @@ fn a_failing_post_hook_fails_the_run_but_the_app_is_back_and_the_backup_kept() {
         "db",
         &s.src,
         &[
-            format!("docker-volume-backup.stop-during-backup={label}"),
+            stop(&label),
             format!("docker-volume-backup.exec-label={label}"),
             // The reference's deprecated alias of archive-pre still works.
             "docker-volume-backup.exec-pre=echo via-alias > /data/alias-dump".into(),
@@ -489,18 +469,8 @@ fn recovery_copes_with_containers_started_by_hand_or_removed_meanwhile() {
     let s = Setup::new();
     slow_source(&s);
     let label = unique("handstart");
-    let app = App::start(
-        "handstart",
-        "app",
-        &s.src,
-        &[format!("docker-volume-backup.stop-during-backup={label}")],
-    );
-    let gone = App::start(
-        "handstart",
-        "gone",
-        &s.src,
-        &[format!("docker-volume-backup.stop-during-backup={label}")],
-    );
+    let app = App::start("handstart", "app", &s.src, &[stop(&label)]);
+    let gone = App::start("handstart", "gone", &s.src, &[stop(&label)]);
     let mut child = backup(&s, &label)
         .env("BACKUP_COMPRESSION", "zst")
         .stderr(Stdio::null())

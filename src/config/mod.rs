@@ -159,11 +159,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and validates one schedule from the process environment (ignoring conf.d).
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(DEFAULT_SCHEDULE, &Vars::from_env())
-    }
-
     /// Reads and validates one schedule from `vars`, reporting every problem at once.
     pub fn from_vars(name: &str, vars: &Vars) -> Result<Self, ConfigError> {
         let mut vars = vars.clone();

@@ -252,11 +252,6 @@ pub fn spec(name: &str) -> Option<&'static VarSpec> {
     VARIABLES.iter().find(|v| v.name == name)
 }
 
-/// Whether `name` is secret (its `_FILE` form included).
-pub fn is_secret(name: &str) -> bool {
-    spec(name.strip_suffix("_FILE").unwrap_or(name)).is_some_and(|s| s.secret)
-}
-
 /// The closest known name, for "did you mean" hints.
 pub fn closest(name: &str) -> Option<&'static str> {
     VARIABLES
@@ -295,7 +290,5 @@ mod tests {
         );
         assert_eq!(closest("HEALTHCHECK_URL"), Some("BACKUP_HEALTHCHECK_URL"));
         assert_eq!(closest("BACKUP_CRON"), None);
-        assert!(is_secret("AWS_SECRET_ACCESS_KEY_FILE"));
-        assert!(!is_secret("BACKUP_SOURCES"));
     }
 }

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use std::fs::File;
 use std::io::Write;
@@ -46,10 +46,6 @@ impl Drop for Partial {
 impl LocalStorage {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The hidden name an archive has while it is being written: `.NAME.HOST.PID.partial`.
