@@ -4,18 +4,24 @@
 # peak RSS of the largest process, and bytes written outside the destination (counted from
 # every write syscall with strace, in one extra untimed pass per tool).
 #
-# Usage: bench/run.sh [--scale N] [--reps N]
+# With --s3 it also stores to S3 on loopback (s3s-fs, a file-backed S3 server; installed
+# with cargo into ~/.cache/dunnage/servers/s3s if missing) and compares that end-to-end run
+# with `tar | zstd -3 -T0 > file`.
+#
+# Usage: bench/run.sh [--scale N] [--reps N] [--s3]
 #   BENCH_DIR  where the dataset and outputs live (default ~/.cache/dunnage/bench)
 # The dataset is built once per scale and reused (it is deterministic).
 set -euo pipefail
 
 scale=1
 reps=3
+s3=
 while [ $# -gt 0 ]; do
   case "$1" in
     --scale) scale=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale N] [--reps N]" >&2; exit 2 ;;
+    --s3) s3=1; shift ;;
+    *) echo "usage: $0 [--scale N] [--reps N] [--s3]" >&2; exit 2 ;;
   esac
 done
 
@@ -44,6 +50,22 @@ fi
 (cd "$here" && cargo build --release --quiet)
 bin=$CARGO_TARGET_DIR/release/dunnage
 
+if [ -n "$s3" ]; then
+  s3s=$HOME/.cache/dunnage/servers/s3s/bin/s3s-fs
+  if [ ! -x "$s3s" ]; then
+    echo "installing s3s-fs 0.14.1 (a few minutes)" >&2
+    cargo install --locked s3s-fs@0.14.1 --features binary --root "$HOME/.cache/dunnage/servers/s3s" >&2
+  fi
+  s3_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  # It serves the folder $out: bucket "bench" is the folder $out/bench, recreated per run.
+  mkdir -p "$out"
+  "$s3s" --host 127.0.0.1 --port "$s3_port" --access-key bench --secret-key benchsecret "$out" \
+    >"$bench_dir/s3s.log" 2>&1 &
+  s3s_pid=$!
+  trap 'kill $s3s_pid 2>/dev/null || true' EXIT
+  sleep 1
+fi
+
 data_bytes=$(find "$data" -type f ! -name .complete -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
 files=$(find "$data" -type f ! -name .complete | wc -l)
 echo "dataset: $data, $files files, $((data_bytes / 1048576)) MiB; $(nproc) cores; best of $reps runs"
@@ -56,7 +78,7 @@ declare -A best_s best_rss outside size
 # run NAME OUTFILE COMMAND...: time one run, keep the best elapsed time per tool.
 run() {
   local name=$1 file=$2; shift 2
-  rm -rf "$out"; mkdir -p "$out"
+  rm -rf "$out"/* "$out"/.[!.]* 2>/dev/null || true; mkdir -p "$out/bench"
   if [ -n "${trace:-}" ]; then
     # Untimed pass: which files does the tool write, and how much?
     rm -f "$bench_dir"/strace.*
@@ -87,12 +109,21 @@ all_tools() {
   run "tar|pigz -6" base.tar.gz bash -c "tar -cf - -C / '$rel' | pigz -6 > '$out/base.tar.gz'"
   run "dunnage gz 6" dunnage.tar.gz "${dunnage[@]}" BACKUP_COMPRESSION=gz \
     BACKUP_COMPRESSION_LEVEL=6 BACKUP_FILENAME=dunnage.tar.gz "$bin" backup
+  if [ -n "$s3" ]; then
+    # Only the S3 destination: the local folder does not exist.
+    run "dunnage zst 3 S3" bench/s3.tar.zst "${dunnage[@]}" BACKUP_ARCHIVE=/nonexistent \
+      BACKUP_COMPRESSION=zst BACKUP_COMPRESSION_LEVEL=3 BACKUP_FILENAME=s3.tar.zst \
+      AWS_S3_BUCKET_NAME=bench AWS_ENDPOINT="127.0.0.1:$s3_port" AWS_ENDPOINT_PROTO=http \
+      AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=benchsecret "$bin" backup
+  fi
 }
 for _ in $(seq "$reps"); do all_tools; done
 trace=1 all_tools
 
 printf '\n%-18s %9s %10s %8s %9s %16s\n' tool "MiB/s" "vs base" ratio "peak RSS" "written outside"
-for name in "tar|zstd -3 -T0" "dunnage zst 3" "tar|pigz -6" "dunnage gz 6"; do
+names=("tar|zstd -3 -T0" "dunnage zst 3" "tar|pigz -6" "dunnage gz 6")
+[ -z "$s3" ] || names+=("dunnage zst 3 S3")
+for name in "${names[@]}"; do
   case "$name" in
     *zst*) base="tar|zstd -3 -T0" ;;
     *) base="tar|pigz -6" ;;
@@ -107,3 +138,4 @@ echo "the same codec. ratio: archive / dataset. peak RSS: largest single process
 echo "written outside: bytes the tool wrote to files other than its archive, its stderr and"
 echo "pipes, counted from every write syscall (strace) in an extra untimed run."
 echo "dunnage fsyncs its archive before renaming it into place; the baselines do not sync."
+[ -z "$s3" ] || echo "dunnage zst 3 S3: to s3s-fs on 127.0.0.1 (multipart, 16 MiB parts), compared with tar|zstd > file."

@@ -30,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one backup now and exit: 0 on success, 1 when it failed, 2 for invalid configuration.
+    /// Run one backup now and exit: 0 when stored in every destination, 1 when it failed
+    /// anywhere, 2 for invalid configuration.
     Backup {
         /// Run only this conf.d file's schedule (default: every schedule, one after another).
         #[arg(long, value_name = "NAME")]
@@ -38,8 +39,16 @@ enum Command {
     },
     /// Show each schedule's resolved settings and where they came from (secrets redacted).
     PrintConfig,
-    /// Validate the configuration: exit 0 when valid, 2 otherwise.
-    Check,
+    /// Validate the configuration (exit 2 when invalid), then connect to every destination
+    /// and list its folder (exit 1 when one fails).
+    Check {
+        /// Also store a small test object, read it back and delete it.
+        #[arg(long)]
+        write: bool,
+        /// Only this conf.d file's schedule.
+        #[arg(long, value_name = "NAME")]
+        config: Option<String>,
+    },
     /// Apply the retention policy now.
     Prune {
         /// Show what would be deleted and why, delete nothing.
@@ -55,7 +64,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args());
     init_logging();
     let only = match &cli.command {
-        Some(Command::Backup { config } | Command::Prune { config, .. }) => config.as_deref(),
+        Some(
+            Command::Backup { config }
+            | Command::Prune { config, .. }
+            | Command::Check { config, .. },
+        ) => config.as_deref(),
         _ => None,
     };
     let configs = match config::load(&Vars::from_env(), only) {
@@ -72,9 +85,9 @@ fn main() -> ExitCode {
             print_config(&configs);
             ExitCode::SUCCESS
         }
-        Some(Command::Check) => {
+        Some(Command::Check { write, .. }) => {
             println!("configuration OK: {} schedule(s)", configs.len());
-            ExitCode::SUCCESS
+            runtime(move |_| check(configs, write))
         }
         Some(Command::Backup { .. }) => runtime(|shutdown| backup(configs, shutdown)),
         Some(Command::Prune { dry_run, .. }) => runtime(move |_| prune(configs, dry_run)),
@@ -163,7 +176,13 @@ where
             // Keep the sender alive so receivers see the value, not a closed channel.
             std::future::pending::<()>().await;
         });
-        work(rx).await
+        let code = work(rx).await;
+        // An aborted upload is being cancelled at its destination (e.g. an S3 multipart
+        // upload aborted): give that a moment before the process ends.
+        if !dunnage::storage::cleanup::settle(Duration::from_secs(15)).await {
+            tracing::warn!("gave up waiting for unfinished uploads to be cancelled");
+        }
+        code
     });
     // An aborted archive stage notices its closed stream at its next write.
     rt.shutdown_timeout(Duration::from_secs(10));
@@ -174,7 +193,8 @@ async fn backup(configs: Vec<Config>, mut shutdown: watch::Receiver<bool>) -> Ex
     let mut failed = false;
     for config in &configs {
         tokio::select! {
-            stats = dunnage::run::run_once(config) => failed |= !stats.succeeded(),
+            // A destination that failed makes the command fail, even when others stored it.
+            stats = dunnage::run::run_once(config) => failed |= !stats.complete(),
             () = dunnage::schedule::shutdown_requested(&mut shutdown) => {
                 tracing::error!("[{}] backup aborted; its unfinished archive was removed", config.name);
                 dunnage::run::recover_interrupted(
@@ -200,6 +220,18 @@ async fn scheduler(configs: Vec<Config>, shutdown: watch::Receiver<bool>) -> Exi
     let failed = dunnage::schedule::run_forever(configs, shutdown).await;
     tracing::info!("scheduler stopped ({failed} failed run(s) since start)");
     ExitCode::SUCCESS
+}
+
+async fn check(configs: Vec<Config>, write: bool) -> ExitCode {
+    let mut ok = true;
+    for config in &configs {
+        ok &= dunnage::check::check_destinations(config, write, &mut std::io::stdout()).await;
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
 }
 
 async fn prune(configs: Vec<Config>, dry_run: bool) -> ExitCode {

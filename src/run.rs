@@ -15,7 +15,7 @@ use crate::filename::FilenameError;
 use crate::prune::{self, PruneReport};
 use crate::schedule::lock;
 use crate::spool::{self, SpoolMode};
-use crate::storage::{self, LocalStorage, Storage, StorageError, Stored};
+use crate::storage::{self, AzureStorage, LocalStorage, S3Storage, Storage, StorageError, Stored};
 use crate::stream;
 
 /// Everything one run did, for the summary log line (and later notifications and metrics).
@@ -40,6 +40,11 @@ pub struct RunStats {
 impl RunStats {
     pub fn succeeded(&self) -> bool {
         self.error.is_none()
+    }
+
+    /// Succeeded and stored in every configured destination.
+    pub fn complete(&self) -> bool {
+        self.succeeded() && self.destinations.iter().all(|d| d.error.is_none())
     }
 }
 
@@ -141,6 +146,12 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
         .render(&stats.started)
         .map_err(|e| RunError::Name(e).to_string())?;
     let archive_path = config.archive_dir.join(&archive_name).display().to_string();
+    // Destinations are set up before anything stops, so that this adds no downtime.
+    let (owned, unavailable) = destinations(config).await;
+    if owned.is_empty() && !unavailable.is_empty() {
+        return Err(RunError::Stores(unavailable).to_string());
+    }
+    let dests: Vec<&dyn Storage> = owned.iter().map(|d| d.as_ref()).collect();
     // Pre hooks of every phase run before anything stops: the pass that follows archives,
     // processes and copies in one go. A failing pre hook stops the run here.
     if let Some(engine) = &engine {
@@ -156,9 +167,9 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
         None => None,
     };
     let any_stopped = stopped.as_ref().is_some_and(|(list, _)| !list.is_empty());
-    // Only the local destination exists so far: nothing is uploaded after the archive is
-    // written, so `auto` has nothing to gain from a spool file.
-    let remote_destination = false;
+    // With the local destination only, writing the archive is storing it: `auto` would gain
+    // nothing from a spool file but double the disk I/O.
+    let remote_destination = dests.iter().any(|d| d.name() != "Local");
     let spool_dir = match config.spool {
         SpoolMode::Always => Some(config.spool_dir.as_path()),
         SpoolMode::Auto if any_stopped && remote_destination => Some(config.spool_dir.as_path()),
@@ -176,8 +187,6 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
             _ => Vec::new(),
         }
     };
-    let owned = destinations(config);
-    let dests: Vec<&dyn Storage> = owned.iter().map(|d| d.as_ref()).collect();
     let (result, downtimes) = tokio::join!(
         backup(config, &dests, &archive_name, Some(released), spool_dir),
         restart
@@ -213,6 +222,16 @@ async fn run_locked(config: &Config, stats: &mut RunStats) -> Result<(), String>
                 .await
                 .map_err(|e| e.to_string())?;
         }
+    }
+    for (name, e) in unavailable {
+        stats.warnings.push(format!("{name}: storing failed: {e}"));
+        stats.destinations.push(DestinationStats {
+            name,
+            stored: None,
+            error: Some(e.to_string()),
+            prune: None,
+            prune_error: None,
+        });
     }
     for (storage, (name, outcome)) in dests.iter().zip(report.stored) {
         let mut dest = DestinationStats {
@@ -317,83 +336,94 @@ async fn prune_destination(
     }
 }
 
-/// `dunnage prune`: applies the retention policy now, or with `dry_run` only prints what it
-/// would delete and why. Returns false when something failed.
+/// `dunnage prune`: applies the retention policy now to every destination, or with
+/// `dry_run` only prints what it would delete and why. Returns false when something failed.
 pub async fn prune_now(config: &Config, dry_run: bool, out: &mut impl std::io::Write) -> bool {
-    let local = LocalStorage::new(&config.archive_dir);
     let name = &config.name;
-    let say = |out: &mut dyn std::io::Write, line: String| {
-        let _ = writeln!(out, "[{name}] {}: {line}", local.name());
-    };
+    let mut ok = true;
     if !config.archive_dir.is_dir() {
-        say(
+        let _ = writeln!(
             out,
-            format!(
-                "{} does not exist; nothing to prune",
-                config.archive_dir.display()
-            ),
+            "[{name}] Local: {} does not exist; nothing to prune",
+            config.archive_dir.display()
         );
-        return true;
     }
-    if config.skips_prune(local.name()) {
-        say(out, "skipped (BACKUP_SKIP_BACKENDS_FROM_PRUNE)".into());
-        return true;
+    let (owned, unavailable) = destinations(config).await;
+    for (dest, e) in &unavailable {
+        let _ = writeln!(out, "[{name}] {dest}: {e}");
+        ok = false;
     }
     if !config.retention.is_active() {
-        say(out, "no retention rule is set; nothing is deleted".into());
+        let _ = writeln!(out, "[{name}] no retention rule is set; nothing is deleted");
+        return ok;
+    }
+    let _held = if dry_run {
+        None
+    } else {
+        match lock::acquire(&config.lock_file, config.lock_timeout).await {
+            Ok(held) => Some(held),
+            Err(e) => {
+                let _ = writeln!(out, "[{name}] {e}");
+                return false;
+            }
+        }
+    };
+    for storage in &owned {
+        let mut say = |line: String| {
+            let _ = writeln!(out, "[{name}] {}: {line}", storage.name());
+        };
+        ok &= prune_one(config, storage.as_ref(), dry_run, &mut say).await;
+    }
+    ok
+}
+
+/// `dunnage prune` for one destination.
+async fn prune_one(
+    config: &Config,
+    storage: &dyn Storage,
+    dry_run: bool,
+    say: &mut impl FnMut(String),
+) -> bool {
+    if config.skips_prune(storage.name()) {
+        say("skipped (BACKUP_SKIP_BACKENDS_FROM_PRUNE)".into());
         return true;
     }
     let now = Zoned::now().with_time_zone(config.time_zone.clone());
     if !dry_run {
-        let held = match lock::acquire(&config.lock_file, config.lock_timeout).await {
-            Ok(held) => held,
-            Err(e) => {
-                say(out, e.to_string());
-                return false;
-            }
-        };
-        let result = prune::apply(&local, &config.retention, &now).await;
-        drop(held);
-        return match result {
+        return match prune::apply(storage, &config.retention, &now).await {
             Ok(r) => {
-                say(
-                    out,
-                    format!(
-                        "deleted {} of {} backup(s){}{}",
-                        r.deleted.len(),
-                        r.total,
-                        r.refused.map(|w| format!("; {w}")).unwrap_or_default(),
-                        if r.errors.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; failed: {}", r.errors.join("; "))
-                        }
-                    ),
-                );
+                say(format!(
+                    "deleted {} of {} backup(s){}{}",
+                    r.deleted.len(),
+                    r.total,
+                    r.refused.map(|w| format!("; {w}")).unwrap_or_default(),
+                    if r.errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; failed: {}", r.errors.join("; "))
+                    }
+                ));
                 r.errors.is_empty()
             }
             Err(e) => {
-                say(out, format!("listing failed, nothing deleted: {e}"));
+                say(format!("listing failed, nothing deleted: {e}"));
                 false
             }
         };
     }
-    let entries = match local.list().await {
+    let entries = match storage.list().await {
         Ok(entries) => entries,
         Err(e) => {
-            say(
-                out,
-                format!("listing failed, nothing would be deleted: {e}"),
-            );
+            say(format!("listing failed, nothing would be deleted: {e}"));
             return false;
         }
     };
     let plan = prune::plan(&entries, &config.retention, &now);
     if plan.decisions.is_empty() {
-        say(
-            out,
-            format!("no backups match prefix {:?}", config.retention.prefix),
-        );
+        say(format!(
+            "no backups match prefix {:?}",
+            config.retention.prefix
+        ));
     }
     let refused = plan.refused.is_some();
     for (entry, verdict) in &plan.decisions {
@@ -413,18 +443,15 @@ pub async fn prune_now(config: &Config, dry_run: bool, out: &mut impl std::io::W
             }
             prune::Verdict::Delete(why) => format!("delete {} ({when}): {why}", entry.name),
         };
-        say(out, line);
+        say(line);
     }
     if let Some(why) = &plan.refused {
-        say(out, why.clone());
+        say(why.clone());
     }
-    say(
-        out,
-        format!(
-            "dry run: {} backup(s) would be deleted",
-            plan.deletions().len()
-        ),
-    );
+    say(format!(
+        "dry run: {} backup(s) would be deleted",
+        plan.deletions().len()
+    ));
     true
 }
 
@@ -590,10 +617,14 @@ fn describe_failures(failures: &[(&'static str, StorageError)]) -> String {
     }
 }
 
-/// The destinations this configuration stores to. A missing local archive folder turns
-/// local storage off, as in the reference, and says so.
-fn destinations(config: &Config) -> Vec<Box<dyn Storage>> {
+/// The destinations this configuration stores to, and those that could not be set up
+/// (named, with the reason). A missing local archive folder turns local storage off, as in
+/// the reference, and says so.
+pub async fn destinations(
+    config: &Config,
+) -> (Vec<Box<dyn Storage>>, Vec<(&'static str, StorageError)>) {
     let mut list: Vec<Box<dyn Storage>> = Vec::new();
+    let mut failed = Vec::new();
     if config.archive_dir.is_dir() {
         list.push(Box::new(LocalStorage::new(&config.archive_dir)));
     } else {
@@ -602,7 +633,19 @@ fn destinations(config: &Config) -> Vec<Box<dyn Storage>> {
             config.archive_dir.display()
         );
     }
-    list
+    if let Some(s3) = &config.s3 {
+        match S3Storage::connect(s3, config.retry, &config.docker.state_dir).await {
+            Ok(store) => list.push(Box::new(store)),
+            Err(e) => failed.push(("S3", e)),
+        }
+    }
+    if let Some(azure) = &config.azure {
+        match AzureStorage::connect(azure, config.retry) {
+            Ok(store) => list.push(Box::new(store)),
+            Err(e) => failed.push(("Azure", e)),
+        }
+    }
+    (list, failed)
 }
 
 fn log_summary(s: &RunStats) {
@@ -611,7 +654,13 @@ fn log_summary(s: &RunStats) {
         line,
         "[{}] run {} after {} (lock wait {})",
         s.schedule,
-        if s.succeeded() { "succeeded" } else { "FAILED" },
+        if s.complete() {
+            "succeeded"
+        } else if s.succeeded() {
+            "stored the backup, but not in every destination,"
+        } else {
+            "FAILED"
+        },
         format_duration(s.took),
         format_duration(s.lock_wait)
     );

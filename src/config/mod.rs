@@ -7,6 +7,7 @@
 
 pub mod duration;
 pub mod registry;
+mod remote;
 mod vars;
 
 use std::fmt;
@@ -21,6 +22,7 @@ use crate::filename::{self, FilenameTemplate};
 use crate::prune::Policy;
 use crate::schedule::cron::CronSchedule;
 use crate::spool::SpoolMode;
+use crate::storage::{AzureConfig, RetryPolicy, S3Config};
 use registry::Feature;
 pub use vars::{Origin, Vars, expand_vars};
 
@@ -154,6 +156,12 @@ pub struct Config {
     pub spool: SpoolMode,
     /// `BACKUP_SPOOL_DIR`.
     pub spool_dir: PathBuf,
+    /// `BACKUP_RETRY_TIMEOUT`: how requests to network destinations are retried.
+    pub retry: RetryPolicy,
+    /// `AWS_*`: the S3 destination, when `AWS_S3_BUCKET_NAME` is set.
+    pub s3: Option<S3Config>,
+    /// `AZURE_STORAGE_*`: the Azure destination, when an account or connection string is set.
+    pub azure: Option<AzureConfig>,
     /// Things worth telling the user that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -235,6 +243,9 @@ impl Config {
         let docker = p.docker();
         let spool = p.spool();
         let spool_dir = p.path("BACKUP_SPOOL_DIR");
+        let retry = p.retry();
+        let s3 = p.s3();
+        let azure = p.azure();
 
         let Parser {
             problems, warnings, ..
@@ -259,6 +270,9 @@ impl Config {
                 docker,
                 spool,
                 spool_dir,
+                retry,
+                s3,
+                azure,
                 warnings,
             }),
             _ => Err(ConfigError { problems, warnings }),
@@ -921,15 +935,12 @@ mod tests {
     #[test]
     fn unavailable_destinations_and_encryption_are_refused_notifications_warned() {
         let err = config(&[
-            ("AWS_S3_BUCKET_NAME", "bucket"),
+            ("WEBDAV_URL", "https://dav.example/"),
             ("AGE_PUBLIC_KEYS", "age1xyz"),
-            ("AWS_S3_PATH", "sub"),
+            ("WEBDAV_PATH", "sub"),
         ])
         .unwrap_err();
-        assert_eq!(
-            problem_vars(&err),
-            ["AWS_S3_BUCKET_NAME", "AGE_PUBLIC_KEYS"]
-        );
+        assert_eq!(problem_vars(&err), ["WEBDAV_URL", "AGE_PUBLIC_KEYS"]);
         assert!(err.to_string().contains("would not be encrypted"), "{err}");
         let c = config(&[
             ("NOTIFICATION_URLS", "generic://x"),

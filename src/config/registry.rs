@@ -11,6 +11,8 @@ pub enum Feature {
     Local,
     Retention,
     Docker,
+    /// Settings shared by the network destinations.
+    Remote,
     S3,
     Azure,
     WebDav,
@@ -33,6 +35,9 @@ impl Feature {
                 | Feature::Local
                 | Feature::Retention
                 | Feature::Docker
+                | Feature::Remote
+                | Feature::S3
+                | Feature::Azure
         )
     }
 
@@ -43,6 +48,7 @@ impl Feature {
             Feature::Local => "local destination",
             Feature::Retention => "retention",
             Feature::Docker => "Docker (stopping containers)",
+            Feature::Remote => "network destinations",
             Feature::S3 => "the S3 destination",
             Feature::Azure => "the Azure Blob destination",
             Feature::WebDav => "the WebDAV destination",
@@ -150,6 +156,8 @@ pub static VARIABLES: &[VarSpec] = &[
     var("EXEC_LABEL", None, Docker),
     var("EXEC_FORWARD_OUTPUT", Some("false"), Docker),
     var("EXEC_TIMEOUT", Some("1h"), Docker),
+    // Every network destination
+    var("BACKUP_RETRY_TIMEOUT", Some("2m"), Remote),
     // S3
     key(var("AWS_S3_BUCKET_NAME", None, S3)),
     var("AWS_S3_PATH", None, S3),
@@ -162,6 +170,8 @@ pub static VARIABLES: &[VarSpec] = &[
     var("AWS_ENDPOINT_CA_CERT", None, S3),
     var("AWS_STORAGE_CLASS", None, S3),
     var("AWS_PART_SIZE", Some("16"), S3),
+    var("AWS_S3_MAX_PARTS", None, S3),
+    var("AWS_REGION", None, S3),
     // Azure
     key(var("AZURE_STORAGE_ACCOUNT_NAME", None, Azure)),
     secret("AZURE_STORAGE_PRIMARY_ACCOUNT_KEY", Azure),
@@ -174,6 +184,7 @@ pub static VARIABLES: &[VarSpec] = &[
         Azure,
     ),
     var("AZURE_STORAGE_ACCESS_TIER", None, Azure),
+    var("AZURE_STORAGE_BLOCK_SIZE", Some("16"), Azure),
     // WebDAV
     key(var("WEBDAV_URL", None, WebDav)),
     var("WEBDAV_PATH", Some("/"), WebDav),

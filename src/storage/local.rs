@@ -200,6 +200,20 @@ impl Storage for LocalStorage {
             .await
             .map_err(|e| StorageError::io(format!("deleting {}", path.display()), e))
     }
+
+    async fn get(&self, name: &str) -> Result<ByteStream, StorageError> {
+        let path = self.dir.join(name);
+        let mut file = File::open(&path)
+            .map_err(|e| StorageError::io(format!("reading {}", path.display()), e))?;
+        let (mut writer, stream) = crate::stream::channel();
+        tokio::task::spawn_blocking(move || {
+            // A read error drops the writer unfinished: the stream ends with an error.
+            if io::copy(&mut file, &mut writer).is_ok() {
+                let _ = writer.finish();
+            }
+        });
+        Ok(stream)
+    }
 }
 
 /// This host's name as used in partial file names (no dots, so names parse back).

@@ -5,15 +5,28 @@
 //! stream arrived without an error item. A failed or cancelled `put` leaves no partial file
 //! under that name.
 
+pub mod azure;
+pub mod cleanup;
 mod fanout;
 mod local;
+mod object;
+pub mod parts;
+pub mod retry;
+pub mod s3;
+mod tls;
 
 use std::io;
 
 use async_trait::async_trait;
 
+pub use azure::{
+    ACCESS_TIERS, AzureConfig, AzureCredentials, AzureStorage, ConnectionString,
+    parse_connection_string,
+};
 pub use fanout::put_all;
 pub use local::LocalStorage;
+pub use retry::RetryPolicy;
+pub use s3::{S3Config, S3Credentials, S3Storage};
 
 use crate::stream::ByteStream;
 
@@ -34,6 +47,22 @@ impl StorageError {
             source,
         }
     }
+}
+
+/// An error with its causes, `outer: cause: root cause`, leaving out causes the message
+/// already contains (HTTP clients often say only "error sending request" at the top).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// One backup in a destination's folder, as `list` returns it.
@@ -67,4 +96,7 @@ pub trait Storage: Send + Sync {
 
     /// Deletes the backup `name` in the configured folder.
     async fn delete(&self, name: &str) -> Result<(), StorageError>;
+
+    /// Reads the backup `name` back (for `check --write`, restore and verify).
+    async fn get(&self, name: &str) -> Result<ByteStream, StorageError>;
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod remote;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;

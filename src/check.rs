@@ -1,0 +1,79 @@
+//! `dunnage check`: is every configured destination reachable, readable and (with `--write`)
+//! writable? Reports one line per destination.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::config::Config;
+use crate::run::destinations;
+use crate::storage::Storage;
+use crate::stream::ByteStream;
+
+/// Checks each destination of `config`: lists its folder, and with `write` stores a small
+/// object, reads it back, compares and deletes it. Returns false when any check failed.
+pub async fn check_destinations(config: &Config, write: bool, out: &mut impl Write) -> bool {
+    let name = &config.name;
+    let mut ok = true;
+    if !config.archive_dir.is_dir() {
+        let _ = writeln!(
+            out,
+            "[{name}] Local: off ({} does not exist)",
+            config.archive_dir.display()
+        );
+    }
+    let (owned, unavailable) = destinations(config).await;
+    for (dest, e) in &unavailable {
+        let _ = writeln!(out, "[{name}] {dest}: FAILED: {e}");
+        ok = false;
+    }
+    for storage in &owned {
+        let line = match check_one(storage.as_ref(), write).await {
+            Ok(report) => format!("OK: {report}"),
+            Err(e) => {
+                ok = false;
+                format!("FAILED: {e}")
+            }
+        };
+        let _ = writeln!(out, "[{name}] {}: {line}", storage.name());
+    }
+    ok
+}
+
+async fn check_one(storage: &dyn Storage, write: bool) -> Result<String, String> {
+    let entries = storage.list().await.map_err(|e| e.to_string())?;
+    let mut report = format!("listed, {} object(s) in the folder", entries.len());
+    if !write {
+        return Ok(report);
+    }
+    let probe = format!(
+        "dunnage-check-{}-{}.txt",
+        std::process::id(),
+        fastrand::u64(..)
+    );
+    let body = Bytes::from(format!("dunnage check {probe}\n"));
+    let data: ByteStream = Box::pin(futures_util::stream::iter([Ok(body.clone())]));
+    storage
+        .put(&probe, data)
+        .await
+        .map_err(|e| format!("writing {probe}: {e}"))?;
+    let read = async {
+        let mut got = Vec::new();
+        let mut stream = storage.get(&probe).await.map_err(|e| e.to_string())?;
+        while let Some(chunk) = stream.next().await {
+            got.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+        }
+        Ok::<_, String>(got)
+    }
+    .await;
+    let deleted = storage.delete(&probe).await;
+    match read {
+        Ok(got) if got == body => {}
+        Ok(_) => return Err(format!("{probe} read back differs from what was written")),
+        Err(e) => return Err(format!("reading {probe} back: {e}")),
+    }
+    deleted.map_err(|e| format!("deleting {probe}: {e}"))?;
+    report.push_str("; wrote, read back and deleted a test object");
+    Ok(report)
+}

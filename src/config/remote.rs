@@ -1,0 +1,450 @@
+//! Settings of the network destinations: `AWS_*` (S3) and `AZURE_STORAGE_*` (Azure Blob).
+
+use crate::storage::{
+    ACCESS_TIERS, AzureConfig, AzureCredentials, RetryPolicy, S3Config, S3Credentials,
+    parse_connection_string, s3,
+};
+
+use super::Parser;
+
+const MIB: u64 = 1 << 20;
+
+/// `folder/sub/` and `/folder/sub` both mean `folder/sub`.
+fn folder(raw: &str) -> String {
+    raw.trim_matches('/').to_owned()
+}
+
+impl Parser<'_> {
+    pub(super) fn retry(&mut self) -> RetryPolicy {
+        RetryPolicy::with_timeout(self.duration("BACKUP_RETRY_TIMEOUT"))
+    }
+
+    pub(super) fn s3(&mut self) -> Option<S3Config> {
+        let bucket = self.optional("AWS_S3_BUCKET_NAME")?;
+        if bucket.contains('/') || bucket.trim() != bucket {
+            self.problem(
+                "AWS_S3_BUCKET_NAME",
+                &bucket,
+                "expected a bucket name only; put the folder in AWS_S3_PATH",
+            );
+        }
+        let credentials = self.s3_credentials();
+
+        let endpoint = self.string("AWS_ENDPOINT");
+        if endpoint.is_empty() || endpoint.contains("://") || endpoint.contains('/') {
+            self.problem(
+                "AWS_ENDPOINT",
+                &endpoint,
+                "expected host[:port] such as s3.amazonaws.com or minio:9000; put the scheme \
+                 in AWS_ENDPOINT_PROTO",
+            );
+        }
+        let proto = self.string("AWS_ENDPOINT_PROTO").to_ascii_lowercase();
+        if proto != "http" && proto != "https" {
+            self.problem("AWS_ENDPOINT_PROTO", &proto, "expected https or http");
+        }
+        let insecure = self.bool("AWS_ENDPOINT_INSECURE");
+        if insecure && proto == "http" {
+            self.problem(
+                "AWS_ENDPOINT_INSECURE",
+                "true",
+                "only applies with AWS_ENDPOINT_PROTO=https (http has no certificate to check)",
+            );
+        }
+        let ca_cert = self.certificate("AWS_ENDPOINT_CA_CERT");
+        let part_size = self.number("AWS_PART_SIZE", 5..=5120).unwrap_or(16) as u64 * MIB;
+        let max_parts = self
+            .number("AWS_S3_MAX_PARTS", 1..=s3::MAX_PARTS as u32)
+            .map_or_else(|| s3::default_max_parts(&endpoint), u64::from);
+        let region = self
+            .optional("AWS_REGION")
+            .or_else(|| s3::region_from_endpoint(&endpoint));
+        Some(S3Config {
+            bucket,
+            folder: folder(&self.string("AWS_S3_PATH")),
+            credentials: credentials?,
+            endpoint,
+            proto,
+            insecure,
+            ca_cert,
+            storage_class: self.optional("AWS_STORAGE_CLASS"),
+            region,
+            part_size,
+            max_parts,
+        })
+    }
+
+    fn s3_credentials(&mut self) -> Option<S3Credentials> {
+        let key_id = self.optional("AWS_ACCESS_KEY_ID");
+        let secret = self.optional("AWS_SECRET_ACCESS_KEY");
+        if let Some(endpoint) = self.optional("AWS_IAM_ROLE_ENDPOINT") {
+            if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+                self.problem(
+                    "AWS_IAM_ROLE_ENDPOINT",
+                    &endpoint,
+                    "expected a URL such as http://169.254.169.254",
+                );
+            }
+            if key_id.is_some() || secret.is_some() {
+                self.warnings.push(
+                    "AWS_IAM_ROLE_ENDPOINT is set: the static AWS_ACCESS_KEY_ID / \
+                     AWS_SECRET_ACCESS_KEY are ignored"
+                        .into(),
+                );
+            }
+            return Some(S3Credentials::Metadata { endpoint });
+        }
+        match (key_id, secret) {
+            (Some(key_id), Some(secret)) => Some(S3Credentials::Static { key_id, secret }),
+            (Some(_), None) => {
+                self.problem(
+                    "AWS_SECRET_ACCESS_KEY",
+                    "",
+                    "AWS_ACCESS_KEY_ID is set; the secret key is needed with it",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.problem(
+                    "AWS_ACCESS_KEY_ID",
+                    "",
+                    "AWS_SECRET_ACCESS_KEY is set; the key id is needed with it",
+                );
+                None
+            }
+            (None, None) => {
+                let bucket = self.string("AWS_S3_BUCKET_NAME");
+                self.problem(
+                    "AWS_S3_BUCKET_NAME",
+                    &bucket,
+                    "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
+                     AWS_IAM_ROLE_ENDPOINT",
+                );
+                None
+            }
+        }
+    }
+
+    /// A PEM certificate given inline or as a path, checked to hold at least one certificate.
+    fn certificate(&mut self, key: &str) -> Option<String> {
+        let raw = self.optional(key)?;
+        let pem = if raw.trim_start().starts_with("-----BEGIN") {
+            raw.clone()
+        } else {
+            match std::fs::read_to_string(&raw) {
+                Ok(text) => text,
+                Err(e) => {
+                    self.problem(key, &raw, format!("cannot read the certificate file: {e}"));
+                    return None;
+                }
+            }
+        };
+        match object_store::Certificate::from_pem_bundle(pem.as_bytes()) {
+            Ok(certs) if !certs.is_empty() => Some(pem),
+            _ => {
+                let shown = if raw.len() > 60 { "(inline PEM)" } else { &raw };
+                self.problem(
+                    key,
+                    shown,
+                    "expected a PEM certificate (-----BEGIN CERTIFICATE-----), inline or as a \
+                     file path",
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn azure(&mut self) -> Option<AzureConfig> {
+        let account = self.optional("AZURE_STORAGE_ACCOUNT_NAME");
+        let key = self.optional("AZURE_STORAGE_PRIMARY_ACCOUNT_KEY");
+        let connection = self.optional("AZURE_STORAGE_CONNECTION_STRING");
+        if account.is_none() && connection.is_none() {
+            if key.is_some() {
+                self.problem(
+                    "AZURE_STORAGE_ACCOUNT_NAME",
+                    "",
+                    "AZURE_STORAGE_PRIMARY_ACCOUNT_KEY is set; the account name is needed with it",
+                );
+            }
+            return None;
+        }
+        let container = self.optional("AZURE_STORAGE_CONTAINER_NAME");
+        if container.is_none() {
+            self.problem(
+                "AZURE_STORAGE_CONTAINER_NAME",
+                "",
+                "the Azure destination needs the container to store backups in",
+            );
+        }
+        let access_tier = self.optional("AZURE_STORAGE_ACCESS_TIER").and_then(|raw| {
+            let tier = ACCESS_TIERS
+                .iter()
+                .find(|t| t.eq_ignore_ascii_case(&raw))
+                .map(|t| (*t).to_owned());
+            if tier.is_none() {
+                self.problem(
+                    "AZURE_STORAGE_ACCESS_TIER",
+                    &raw,
+                    format!("expected one of {}", ACCESS_TIERS.join(", ")),
+                );
+            }
+            tier
+        });
+        let block_size = self
+            .number("AZURE_STORAGE_BLOCK_SIZE", 1..=4000)
+            .unwrap_or(16) as u64
+            * MIB;
+
+        let (account, credentials, endpoint) = match (connection, key) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "AZURE_STORAGE_CONNECTION_STRING",
+                    "",
+                    "set either AZURE_STORAGE_CONNECTION_STRING or \
+                     AZURE_STORAGE_PRIMARY_ACCOUNT_KEY, not both",
+                );
+                return None;
+            }
+            (Some(text), None) => self.azure_connection_string(&text, account)?,
+            (None, key) => {
+                let account = account?;
+                let credentials = key.map_or(AzureCredentials::ManagedIdentity, |k| {
+                    AzureCredentials::AccountKey(k)
+                });
+                let endpoint = self.azure_endpoint(&account)?;
+                (account, credentials, endpoint)
+            }
+        };
+        Some(AzureConfig {
+            account,
+            credentials,
+            container: container?,
+            folder: folder(&self.string("AZURE_STORAGE_PATH")),
+            endpoint,
+            access_tier,
+            block_size,
+        })
+    }
+
+    fn azure_connection_string(
+        &mut self,
+        text: &str,
+        account: Option<String>,
+    ) -> Option<(String, AzureCredentials, String)> {
+        const VAR: &str = "AZURE_STORAGE_CONNECTION_STRING";
+        let cs = match parse_connection_string(text) {
+            Ok(cs) => cs,
+            Err(why) => {
+                self.problem(VAR, "", format!("not a connection string: {why}"));
+                return None;
+            }
+        };
+        let account = match (cs.account, account) {
+            (Some(a), Some(b)) if a != b => {
+                self.problem(
+                    "AZURE_STORAGE_ACCOUNT_NAME",
+                    &b,
+                    format!("differs from the connection string's AccountName {a:?}"),
+                );
+                return None;
+            }
+            (Some(a), _) | (None, Some(a)) => a,
+            (None, None) => {
+                self.problem(
+                    VAR,
+                    "",
+                    "has no AccountName; add it, or set AZURE_STORAGE_ACCOUNT_NAME",
+                );
+                return None;
+            }
+        };
+        let credentials = match (cs.key, cs.sas) {
+            (Some(key), _) => AzureCredentials::AccountKey(key),
+            (None, Some(sas)) => AzureCredentials::SharedAccessSignature(sas),
+            (None, None) => {
+                self.problem(VAR, "", "has neither AccountKey nor SharedAccessSignature");
+                return None;
+            }
+        };
+        let endpoint = cs.blob_endpoint.unwrap_or_default();
+        Some((account, credentials, endpoint))
+    }
+
+    /// `AZURE_STORAGE_ENDPOINT` with `{{ .AccountName }}` filled in.
+    fn azure_endpoint(&mut self, account: &str) -> Option<String> {
+        let raw = self.string("AZURE_STORAGE_ENDPOINT");
+        let re = regex::Regex::new(r"\{\{\s*\.AccountName\s*\}\}").expect("valid pattern");
+        let endpoint = re
+            .replace_all(&raw, account)
+            .trim_end_matches('/')
+            .to_owned();
+        let scheme_ok = endpoint.starts_with("https://") || endpoint.starts_with("http://");
+        if !scheme_ok || endpoint.contains("{{") {
+            self.problem(
+                "AZURE_STORAGE_ENDPOINT",
+                &raw,
+                "expected an http(s) URL; {{ .AccountName }} is the only placeholder",
+            );
+            return None;
+        }
+        Some(endpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError, Vars};
+    use crate::storage::{AzureCredentials, S3Credentials};
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars("default", &Vars::from_pairs(pairs.iter().copied()))
+    }
+
+    fn problems(err: &ConfigError) -> Vec<String> {
+        err.problems.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn s3_settings_parse_with_the_reference_defaults() {
+        let c = config(&[
+            ("AWS_S3_BUCKET_NAME", "backups"),
+            ("AWS_S3_PATH", "/host-1/daily/"),
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
+        ])
+        .unwrap();
+        let s3 = c.s3.unwrap();
+        assert_eq!(s3.folder, "host-1/daily");
+        assert_eq!(s3.endpoint, "s3.amazonaws.com");
+        assert_eq!(s3.proto, "https");
+        assert_eq!(s3.part_size, 16 << 20);
+        assert_eq!(s3.max_parts, 10_000);
+        assert_eq!(s3.region, None);
+        assert!(matches!(s3.credentials, S3Credentials::Static { .. }));
+        assert!(!format!("{s3:?}").contains("s3cr3t"));
+        assert!(config(&[]).unwrap().s3.is_none());
+    }
+
+    #[test]
+    fn scaleway_endpoints_get_their_region_and_part_limit() {
+        let c = config(&[
+            ("AWS_S3_BUCKET_NAME", "b"),
+            ("AWS_ENDPOINT", "s3.fr-par.scw.cloud"),
+            ("AWS_IAM_ROLE_ENDPOINT", "http://169.254.169.254"),
+        ])
+        .unwrap();
+        let s3 = c.s3.unwrap();
+        assert_eq!(s3.region.as_deref(), Some("fr-par"));
+        assert_eq!(s3.max_parts, 1_000);
+        assert!(matches!(s3.credentials, S3Credentials::Metadata { .. }));
+    }
+
+    #[test]
+    fn s3_problems_are_all_reported_and_secrets_redacted() {
+        let err = config(&[
+            ("AWS_S3_BUCKET_NAME", "b/sub"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
+            ("AWS_ENDPOINT", "https://minio:9000"),
+            ("AWS_ENDPOINT_PROTO", "ftp"),
+            ("AWS_PART_SIZE", "4"),
+            ("AWS_ENDPOINT_CA_CERT", "/no/such/ca.pem"),
+        ])
+        .unwrap_err();
+        let text = problems(&err).join("\n");
+        for var in [
+            "AWS_S3_BUCKET_NAME=\"b/sub\"",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_ENDPOINT=\"https://minio:9000\"",
+            "AWS_ENDPOINT_PROTO=\"ftp\"",
+            "AWS_PART_SIZE=\"4\": expected a whole number from 5 to 5120",
+            "AWS_ENDPOINT_CA_CERT=\"/no/such/ca.pem\"",
+        ] {
+            assert!(text.contains(var), "{var} missing in:\n{text}");
+        }
+        assert!(!text.contains("s3cr3t"));
+
+        let err = config(&[("AWS_S3_BUCKET_NAME", "b")]).unwrap_err();
+        assert!(problems(&err)[0].contains("no credentials"), "{err}");
+        let err = config(&[
+            ("AWS_S3_BUCKET_NAME", "b"),
+            ("AWS_ACCESS_KEY_ID", "a"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_ENDPOINT_PROTO", "http"),
+            ("AWS_ENDPOINT_INSECURE", "true"),
+        ])
+        .unwrap_err();
+        assert!(
+            problems(&err)[0].starts_with("AWS_ENDPOINT_INSECURE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn azure_credentials_follow_the_reference_order() {
+        let base = [
+            ("AZURE_STORAGE_ACCOUNT_NAME", "acme"),
+            ("AZURE_STORAGE_CONTAINER_NAME", "backups"),
+        ];
+        let c = config(&base).unwrap().azure.unwrap();
+        assert_eq!(c.credentials, AzureCredentials::ManagedIdentity);
+        assert_eq!(c.endpoint, "https://acme.blob.core.windows.net");
+        assert_eq!(c.block_size, 16 << 20);
+
+        let mut with_key = base.to_vec();
+        with_key.push(("AZURE_STORAGE_PRIMARY_ACCOUNT_KEY", "a2V5"));
+        with_key.push((
+            "AZURE_STORAGE_ENDPOINT",
+            "http://127.0.0.1:10000/{{.AccountName}}/",
+        ));
+        with_key.push(("AZURE_STORAGE_ACCESS_TIER", "cool"));
+        let c = config(&with_key).unwrap().azure.unwrap();
+        assert_eq!(c.credentials, AzureCredentials::AccountKey("a2V5".into()));
+        assert_eq!(c.endpoint, "http://127.0.0.1:10000/acme");
+        assert_eq!(c.access_tier.as_deref(), Some("Cool"));
+
+        let c = config(&[
+            (
+                "AZURE_STORAGE_CONNECTION_STRING",
+                "AccountName=other;AccountKey=a2V5;BlobEndpoint=https://x.example/",
+            ),
+            ("AZURE_STORAGE_CONTAINER_NAME", "backups"),
+        ])
+        .unwrap()
+        .azure
+        .unwrap();
+        assert_eq!(c.account, "other");
+        assert_eq!(c.endpoint, "https://x.example");
+
+        let mut both = with_key.clone();
+        both.push((
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "AccountName=acme;AccountKey=eHl6",
+        ));
+        let err = config(&both).unwrap_err();
+        let text = problems(&err).join("\n");
+        assert!(
+            text.contains("not both") && !text.contains("eHl6"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn azure_problems_are_all_reported() {
+        let err = config(&[
+            ("AZURE_STORAGE_ACCOUNT_NAME", "acme"),
+            ("AZURE_STORAGE_ACCESS_TIER", "Lukewarm"),
+            ("AZURE_STORAGE_BLOCK_SIZE", "5000"),
+            ("AZURE_STORAGE_ENDPOINT", "acme.blob.core.windows.net"),
+        ])
+        .unwrap_err();
+        let text = problems(&err).join("\n");
+        for var in [
+            "AZURE_STORAGE_CONTAINER_NAME",
+            "AZURE_STORAGE_ACCESS_TIER=\"Lukewarm\": expected one of Hot, Cool, Cold, Archive",
+            "AZURE_STORAGE_BLOCK_SIZE=\"5000\"",
+            "AZURE_STORAGE_ENDPOINT=\"acme.blob.core.windows.net\"",
+        ] {
+            assert!(text.contains(var), "{var} missing in:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The part of the S3 and Azure destinations that is the same for both: streaming an archive
+//! into an `object_store` store as a multipart upload, listing one folder, deleting, reading.
+//!
+//! An archive smaller than one part is stored with a single PUT. A larger one becomes a
+//! multipart upload (S3) or staged blocks (Azure): parts are cut by [`PartPlan`], uploaded as
+//! tasks with a bounded number in flight, and committed only after the archive stream ended
+//! without an error and every part is stored. Any failure, and a cancelled run, aborts the
+//! upload, so nothing appears under the final name.
+
+use std::io;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::MultipartUpload;
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+};
+use tokio::task::JoinSet;
+
+use super::parts::PartPlan;
+use super::{Entry, StorageError, Stored, cleanup};
+use crate::stream::ByteStream;
+
+/// Starts multipart uploads. S3 supplies its own (to remember uploads it could not abort);
+/// the store's own is used otherwise.
+#[async_trait]
+pub(super) trait Begin: Send + Sync {
+    async fn begin(
+        &self,
+        path: &Path,
+        attributes: Attributes,
+    ) -> object_store::Result<Box<dyn MultipartUpload>>;
+}
+
+/// The store's own multipart upload.
+pub(super) struct StoreBegin(pub Arc<dyn ObjectStore>);
+
+#[async_trait]
+impl Begin for StoreBegin {
+    async fn begin(
+        &self,
+        path: &Path,
+        attributes: Attributes,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let opts = PutMultipartOptions {
+            attributes,
+            ..Default::default()
+        };
+        self.0.put_multipart_opts(path, opts).await
+    }
+}
+
+/// One folder of a bucket or container.
+pub(super) struct ObjectFolder {
+    pub store: Arc<dyn ObjectStore>,
+    pub begin: Box<dyn Begin>,
+    /// The folder inside the bucket, empty for its root; no leading or trailing slash.
+    pub folder: String,
+    /// For messages: `s3://bucket/folder`, `azure://account/container/folder`.
+    pub display: String,
+    pub plan: PartPlan,
+    /// Storage class or access tier, applied to every archive.
+    pub attributes: Attributes,
+}
+
+/// An open multipart upload that is aborted if it is dropped before it was completed or
+/// aborted: a cancelled run leaves no parts behind.
+struct OpenUpload {
+    upload: Option<Box<dyn MultipartUpload>>,
+    what: String,
+}
+
+impl OpenUpload {
+    async fn complete(mut self) -> object_store::Result<()> {
+        let mut upload = self.upload.take().expect("open upload");
+        match upload.complete().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                abort(upload, &self.what).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn abort(mut self) {
+        if let Some(upload) = self.upload.take() {
+            abort(upload, &self.what).await;
+        }
+    }
+}
+
+impl Drop for OpenUpload {
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            let what = std::mem::take(&mut self.what);
+            cleanup::spawn(async move { abort(upload, &what).await });
+        }
+    }
+}
+
+async fn abort(mut upload: Box<dyn MultipartUpload>, what: &str) {
+    match upload.abort().await {
+        Ok(()) => tracing::info!("aborted the unfinished upload of {what}"),
+        Err(e) => tracing::warn!("could not abort the unfinished upload of {what}: {e}"),
+    }
+}
+
+/// The media type of an archive, from its name.
+pub(super) fn content_type(name: &str) -> &'static str {
+    let types = [
+        (".tar.gz", "application/gzip"),
+        (".tgz", "application/gzip"),
+        (".tar.zst", "application/zstd"),
+        (".tar", "application/x-tar"),
+        (".gpg", "application/pgp-encrypted"),
+        (".age", "application/octet-stream"),
+    ];
+    types
+        .iter()
+        .find(|(ext, _)| name.ends_with(ext))
+        .map_or("application/octet-stream", |(_, t)| t)
+}
+
+fn remote(what: impl Into<String>, e: object_store::Error) -> StorageError {
+    StorageError::io(what, io::Error::other(super::error_chain(&e)))
+}
+
+impl ObjectFolder {
+    pub fn path(&self, name: &str) -> Path {
+        if self.folder.is_empty() {
+            Path::from(name)
+        } else {
+            Path::from(format!("{}/{name}", self.folder))
+        }
+    }
+
+    fn location(&self, name: &str) -> String {
+        format!("{}/{name}", self.display.trim_end_matches('/'))
+    }
+
+    pub async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
+        let path = self.path(name);
+        let location = self.location(name);
+        let mut attributes = self.attributes.clone();
+        attributes.insert(Attribute::ContentType, content_type(name).into());
+
+        let mut part: Vec<Bytes> = Vec::new();
+        let mut part_len = 0u64;
+        let mut total = 0u64;
+        let mut index = 0u64;
+        let mut open: Option<OpenUpload> = None;
+        let mut uploading: JoinSet<object_store::Result<()>> = JoinSet::new();
+
+        let fail = |open: Option<OpenUpload>, err: StorageError| async move {
+            if let Some(open) = open {
+                open.abort().await;
+            }
+            Err(err)
+        };
+
+        while let Some(item) = data.next().await {
+            let chunk = match item {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    uploading.abort_all();
+                    return fail(open, StorageError::Incomplete(e)).await;
+                }
+            };
+            part_len += chunk.len() as u64;
+            total += chunk.len() as u64;
+            part.push(chunk);
+            if part_len < self.plan.size(index) {
+                continue;
+            }
+            if index + 1 >= self.plan.max_parts {
+                uploading.abort_all();
+                let err = io::Error::other(format!(
+                    "the archive is larger than {} parts can hold ({} bytes); raise the part \
+                     size",
+                    self.plan.max_parts,
+                    self.plan.capacity()
+                ));
+                return fail(open, StorageError::io(format!("uploading {location}"), err)).await;
+            }
+            if open.is_none() {
+                match self.begin.begin(&path, attributes.clone()).await {
+                    Ok(upload) => {
+                        open = Some(OpenUpload {
+                            upload: Some(upload),
+                            what: location.clone(),
+                        })
+                    }
+                    Err(e) => return Err(remote(format!("starting the upload of {location}"), e)),
+                }
+            }
+            let upload = open.as_mut().and_then(|o| o.upload.as_mut()).expect("open");
+            let payload: PutPayload = std::mem::take(&mut part).into_iter().collect();
+            uploading.spawn(upload.put_part(payload));
+            part_len = 0;
+            index += 1;
+            // Keep the bytes uploading within the budget: wait for parts to finish.
+            let limit = self.plan.in_flight_for(self.plan.size(index));
+            while uploading.len() >= limit {
+                if let Err(e) = joined(uploading.join_next().await) {
+                    uploading.abort_all();
+                    return fail(open, remote(format!("uploading {location}"), e)).await;
+                }
+            }
+        }
+
+        let Some(mut open) = open else {
+            // Smaller than one part: a single request.
+            let payload: PutPayload = part.into_iter().collect();
+            let opts = PutOptions {
+                attributes,
+                ..Default::default()
+            };
+            self.store
+                .put_opts(&path, payload, opts)
+                .await
+                .map_err(|e| remote(format!("uploading {location}"), e))?;
+            return Ok(Stored {
+                location,
+                bytes: total,
+            });
+        };
+        if !part.is_empty() {
+            let upload = open.upload.as_mut().expect("open");
+            let payload: PutPayload = part.into_iter().collect();
+            uploading.spawn(upload.put_part(payload));
+        }
+        while let Some(done) = uploading.join_next().await {
+            if let Err(e) = joined(Some(done)) {
+                uploading.abort_all();
+                return fail(Some(open), remote(format!("uploading {location}"), e)).await;
+            }
+        }
+        open.complete()
+            .await
+            .map_err(|e| remote(format!("completing the upload of {location}"), e))?;
+        Ok(Stored {
+            location,
+            bytes: total,
+        })
+    }
+
+    /// Objects directly in the folder (names with a further `/` are in deeper folders).
+    pub async fn list(&self) -> Result<Vec<Entry>, StorageError> {
+        let prefix = (!self.folder.is_empty()).then(|| Path::from(self.folder.as_str()));
+        let listing = self
+            .store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map_err(|e| remote(format!("listing {}", self.display), e))?;
+        Ok(listing
+            .objects
+            .into_iter()
+            .filter_map(|meta| {
+                let name = meta.location.filename()?.to_owned();
+                let modified = jiff::Timestamp::new(
+                    meta.last_modified.timestamp(),
+                    meta.last_modified.timestamp_subsec_nanos() as i32,
+                )
+                .ok()?;
+                Some(Entry {
+                    name,
+                    size: meta.size,
+                    modified,
+                })
+            })
+            .collect())
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), StorageError> {
+        self.store
+            .delete(&self.path(name))
+            .await
+            .map_err(|e| remote(format!("deleting {}", self.location(name)), e))
+    }
+
+    pub async fn get(&self, name: &str) -> Result<ByteStream, StorageError> {
+        let location = self.location(name);
+        let result = self
+            .store
+            .get(&self.path(name))
+            .await
+            .map_err(|e| remote(format!("reading {location}"), e))?;
+        Ok(Box::pin(result.into_stream().map_err(io::Error::other)))
+    }
+}
+
+/// A finished part task: its own error, or a panic turned into one.
+fn joined(
+    done: Option<Result<object_store::Result<()>, tokio::task::JoinError>>,
+) -> object_store::Result<()> {
+    match done {
+        None => Ok(()),
+        Some(Ok(result)) => result,
+        Some(Err(e)) => Err(object_store::Error::Generic {
+            store: "upload",
+            source: Box::new(e),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_follow_the_extension() {
+        assert_eq!(content_type("b-2026.tar.gz"), "application/gzip");
+        assert_eq!(content_type("b.tar.zst"), "application/zstd");
+        assert_eq!(content_type("b.tar"), "application/x-tar");
+        assert_eq!(content_type("b.tar.gz.gpg"), "application/pgp-encrypted");
+        assert_eq!(content_type("b.bin"), "application/octet-stream");
+    }
+}
