@@ -15,7 +15,7 @@ use crate::filename::FilenameError;
 use crate::prune::{self, PruneReport};
 use crate::schedule::lock;
 use crate::spool::{self, SpoolMode};
-use crate::storage::{self, AzureStorage, LocalStorage, S3Storage, Storage, StorageError, Stored};
+use crate::storage::{self, LocalStorage, S3Storage, Storage, StorageError, Stored};
 use crate::stream;
 
 /// Everything one run did, for the summary log line (and later notifications and metrics).
@@ -640,8 +640,8 @@ pub async fn destinations(
         }
     }
     if let Some(azure) = &config.azure {
-        match AzureStorage::connect(azure, config.retry) {
-            Ok(store) => list.push(Box::new(store)),
+        match storage::azure::connect(azure, config.retry) {
+            Ok(store) => list.push(store),
             Err(e) => failed.push(("Azure", e)),
         }
     }

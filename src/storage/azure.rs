@@ -8,15 +8,13 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::{Attribute, Attributes, ClientOptions};
 
 use super::object::{ObjectFolder, StoreBegin};
 use super::parts::PartPlan;
 use super::retry::RetryPolicy;
-use super::{Entry, Storage, StorageError, Stored};
-use crate::stream::ByteStream;
+use super::{Storage, StorageError};
 
 /// Azure's limits: blocks per blob, and the largest block.
 pub const MAX_BLOCKS: u64 = 50_000;
@@ -126,84 +124,55 @@ pub fn parse_connection_string(text: &str) -> Result<ConnectionString, String> {
     Ok(cs)
 }
 
-pub struct AzureStorage {
-    folder: ObjectFolder,
-}
-
-impl AzureStorage {
-    pub fn connect(config: &AzureConfig, retry: RetryPolicy) -> Result<Self, StorageError> {
-        super::tls::install_provider();
-        let display = format!(
-            "azure://{}/{}/{}",
-            config.account, config.container, config.folder
+/// The Azure destination for `config`.
+pub fn connect(config: &AzureConfig, retry: RetryPolicy) -> Result<Box<dyn Storage>, StorageError> {
+    super::tls::install_provider();
+    let display = format!(
+        "azure://{}/{}/{}",
+        config.account, config.container, config.folder
+    )
+    .trim_end_matches('/')
+    .to_owned();
+    let fail = |e: object_store::Error| {
+        StorageError::io(
+            format!("connecting to {display}"),
+            io::Error::other(super::error_chain(&e)),
         )
-        .trim_end_matches('/')
-        .to_owned();
-        let fail = |e: object_store::Error| {
-            StorageError::io(
-                format!("connecting to {display}"),
-                io::Error::other(super::error_chain(&e)),
-            )
-        };
-        let options = ClientOptions::new().with_allow_http(config.endpoint.starts_with("http://"));
-        let mut builder = MicrosoftAzureBuilder::new()
-            .with_account(&config.account)
-            .with_container_name(&config.container)
-            .with_endpoint(config.endpoint.clone())
-            .with_client_options(options)
-            .with_retry(retry.object_store());
-        builder = match &config.credentials {
-            AzureCredentials::AccountKey(key) => builder.with_access_key(key),
-            AzureCredentials::SharedAccessSignature(sas) => builder.with_config(
-                object_store::azure::AzureConfigKey::SasKey,
-                sas.trim_start_matches('?'),
-            ),
-            AzureCredentials::ManagedIdentity => builder,
-        };
-        let store: Arc<dyn object_store::ObjectStore> = Arc::new(builder.build().map_err(fail)?);
-        let mut attributes = Attributes::new();
-        if let Some(tier) = &config.access_tier {
-            attributes.insert(Attribute::StorageClass, tier.clone().into());
-        }
-        Ok(Self {
-            folder: ObjectFolder {
-                store: store.clone(),
-                begin: Box::new(StoreBegin(store)),
-                folder: config.folder.clone(),
-                display,
-                plan: PartPlan {
-                    base: config.block_size,
-                    max_parts: MAX_BLOCKS,
-                    max_part_size: MAX_BLOCK_SIZE,
-                    in_flight: BLOCKS_IN_FLIGHT,
-                },
-                attributes,
-            },
-        })
+    };
+    let options = ClientOptions::new().with_allow_http(config.endpoint.starts_with("http://"));
+    let mut builder = MicrosoftAzureBuilder::new()
+        .with_account(&config.account)
+        .with_container_name(&config.container)
+        .with_endpoint(config.endpoint.clone())
+        .with_client_options(options)
+        .with_retry(retry.object_store());
+    builder = match &config.credentials {
+        AzureCredentials::AccountKey(key) => builder.with_access_key(key),
+        AzureCredentials::SharedAccessSignature(sas) => builder.with_config(
+            object_store::azure::AzureConfigKey::SasKey,
+            sas.trim_start_matches('?'),
+        ),
+        AzureCredentials::ManagedIdentity => builder,
+    };
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(builder.build().map_err(fail)?);
+    let mut attributes = Attributes::new();
+    if let Some(tier) = &config.access_tier {
+        attributes.insert(Attribute::StorageClass, tier.clone().into());
     }
-}
-
-#[async_trait]
-impl Storage for AzureStorage {
-    fn name(&self) -> &'static str {
-        "Azure"
-    }
-
-    async fn put(&self, name: &str, data: ByteStream) -> Result<Stored, StorageError> {
-        self.folder.put(name, data).await
-    }
-
-    async fn list(&self) -> Result<Vec<Entry>, StorageError> {
-        self.folder.list().await
-    }
-
-    async fn delete(&self, name: &str) -> Result<(), StorageError> {
-        self.folder.delete(name).await
-    }
-
-    async fn get(&self, name: &str) -> Result<ByteStream, StorageError> {
-        self.folder.get(name).await
-    }
+    Ok(Box::new(ObjectFolder {
+        name: "Azure",
+        store: store.clone(),
+        begin: Box::new(StoreBegin(store)),
+        folder: config.folder.clone(),
+        display,
+        plan: PartPlan {
+            base: config.block_size,
+            max_parts: MAX_BLOCKS,
+            max_part_size: MAX_BLOCK_SIZE,
+            in_flight: BLOCKS_IN_FLIGHT,
+        },
+        attributes,
+    }))
 }
 
 #[cfg(test)]

@@ -20,8 +20,7 @@ use std::io;
 use async_trait::async_trait;
 
 pub use azure::{
-    ACCESS_TIERS, AzureConfig, AzureCredentials, AzureStorage, ConnectionString,
-    parse_connection_string,
+    ACCESS_TIERS, AzureConfig, AzureCredentials, ConnectionString, parse_connection_string,
 };
 pub use fanout::put_all;
 pub use local::LocalStorage;

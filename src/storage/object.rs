@@ -21,7 +21,7 @@ use object_store::{
 use tokio::task::JoinSet;
 
 use super::parts::PartPlan;
-use super::{Entry, StorageError, Stored, cleanup};
+use super::{Entry, Storage, StorageError, Stored, cleanup};
 use crate::stream::ByteStream;
 
 /// Starts multipart uploads. S3 supplies its own (to remember uploads it could not abort);
@@ -53,8 +53,10 @@ impl Begin for StoreBegin {
     }
 }
 
-/// One folder of a bucket or container.
+/// One folder of a bucket or container: a destination.
 pub(super) struct ObjectFolder {
+    /// The destination's name (`S3`, `Azure`).
+    pub name: &'static str,
     pub store: Arc<dyn ObjectStore>,
     pub begin: Box<dyn Begin>,
     /// The folder inside the bucket, empty for its root; no leading or trailing slash.
@@ -129,7 +131,7 @@ fn remote(what: impl Into<String>, e: object_store::Error) -> StorageError {
 }
 
 impl ObjectFolder {
-    pub fn path(&self, name: &str) -> Path {
+    fn path(&self, name: &str) -> Path {
         if self.folder.is_empty() {
             Path::from(name)
         } else {
@@ -140,8 +142,15 @@ impl ObjectFolder {
     fn location(&self, name: &str) -> String {
         format!("{}/{name}", self.display.trim_end_matches('/'))
     }
+}
 
-    pub async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
+#[async_trait]
+impl Storage for ObjectFolder {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
         let path = self.path(name);
         let location = self.location(name);
         let mut attributes = self.attributes.clone();
@@ -248,7 +257,7 @@ impl ObjectFolder {
     }
 
     /// Objects directly in the folder (names with a further `/` are in deeper folders).
-    pub async fn list(&self) -> Result<Vec<Entry>, StorageError> {
+    async fn list(&self) -> Result<Vec<Entry>, StorageError> {
         let prefix = (!self.folder.is_empty()).then(|| Path::from(self.folder.as_str()));
         let listing = self
             .store
@@ -274,14 +283,14 @@ impl ObjectFolder {
             .collect())
     }
 
-    pub async fn delete(&self, name: &str) -> Result<(), StorageError> {
+    async fn delete(&self, name: &str) -> Result<(), StorageError> {
         self.store
             .delete(&self.path(name))
             .await
             .map_err(|e| remote(format!("deleting {}", self.location(name)), e))
     }
 
-    pub async fn get(&self, name: &str) -> Result<ByteStream, StorageError> {
+    async fn get(&self, name: &str) -> Result<ByteStream, StorageError> {
         let location = self.location(name);
         let result = self
             .store

@@ -159,6 +159,9 @@ impl S3Storage {
             .with_bucket_name(&config.bucket)
             .with_region(region)
             .with_client_options(options)
+            // Over TLS the payload's integrity is TLS's job: skip hashing every part for the
+            // signature, as the reference's client does. Plain HTTP keeps signed payloads.
+            .with_unsigned_payload(config.proto == "https")
             .with_retry(retry.object_store());
         if aws {
             builder = builder.with_virtual_hosted_style_request(true);
@@ -193,6 +196,7 @@ impl S3Storage {
         Ok(Self {
             store: store.clone(),
             folder: ObjectFolder {
+                name: "S3",
                 store: store.clone(),
                 begin: Box::new(S3Begin {
                     store,

@@ -55,7 +55,11 @@ def main():
         s3.download_file(args[0], args[1], args[2])
         out = {}
     elif command == "put":
-        s3.upload_file(args[2], args[0], args[1])
+        if args[2] == "-":
+            # Streamed from stdin, as `tar | zstd | ...` would (the benchmark's baseline).
+            s3.upload_fileobj(sys.stdin.buffer, args[0], args[1])
+        else:
+            s3.upload_file(args[2], args[0], args[1])
         out = {}
     elif command == "uploads":
         r = s3.list_multipart_uploads(Bucket=args[0])
