@@ -15,7 +15,7 @@ use crate::filename::FilenameError;
 use crate::prune::{self, PruneReport};
 use crate::schedule::lock;
 use crate::spool::{self, SpoolMode};
-use crate::storage::{self, LocalStorage, S3Storage, Storage, StorageError, Stored};
+use crate::storage::{self, LocalStorage, S3Storage, Storage, StorageError, Stored, WebDavStorage};
 use crate::stream;
 
 /// Everything one run did, for the summary log line (and later notifications and metrics).
@@ -643,6 +643,12 @@ pub async fn destinations(
         match storage::azure::connect(azure, config.retry) {
             Ok(store) => list.push(store),
             Err(e) => failed.push(("Azure", e)),
+        }
+    }
+    if let Some(webdav) = &config.webdav {
+        match WebDavStorage::connect(webdav, config.retry) {
+            Ok(store) => list.push(Box::new(store)),
+            Err(e) => failed.push(("WebDAV", e)),
         }
     }
     (list, failed)

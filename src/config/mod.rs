@@ -22,7 +22,7 @@ use crate::filename::{self, FilenameTemplate};
 use crate::prune::Policy;
 use crate::schedule::cron::CronSchedule;
 use crate::spool::SpoolMode;
-use crate::storage::{AzureConfig, RetryPolicy, S3Config};
+use crate::storage::{AzureConfig, RetryPolicy, S3Config, WebDavConfig};
 use registry::Feature;
 pub use vars::{Origin, Vars, expand_vars};
 
@@ -162,6 +162,8 @@ pub struct Config {
     pub s3: Option<S3Config>,
     /// `AZURE_STORAGE_*`: the Azure destination, when an account or connection string is set.
     pub azure: Option<AzureConfig>,
+    /// `WEBDAV_*`: the WebDAV destination, when `WEBDAV_URL` is set.
+    pub webdav: Option<WebDavConfig>,
     /// Things worth telling the user that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -246,6 +248,7 @@ impl Config {
         let retry = p.retry();
         let s3 = p.s3();
         let azure = p.azure();
+        let webdav = p.webdav();
 
         let Parser {
             problems, warnings, ..
@@ -273,6 +276,7 @@ impl Config {
                 retry,
                 s3,
                 azure,
+                webdav,
                 warnings,
             }),
             _ => Err(ConfigError { problems, warnings }),
@@ -935,12 +939,12 @@ mod tests {
     #[test]
     fn unavailable_destinations_and_encryption_are_refused_notifications_warned() {
         let err = config(&[
-            ("WEBDAV_URL", "https://dav.example/"),
+            ("SSH_HOST_NAME", "backup.example"),
             ("AGE_PUBLIC_KEYS", "age1xyz"),
-            ("WEBDAV_PATH", "sub"),
+            ("SSH_PORT", "2222"),
         ])
         .unwrap_err();
-        assert_eq!(problem_vars(&err), ["WEBDAV_URL", "AGE_PUBLIC_KEYS"]);
+        assert_eq!(problem_vars(&err), ["SSH_HOST_NAME", "AGE_PUBLIC_KEYS"]);
         assert!(err.to_string().contains("would not be encrypted"), "{err}");
         let c = config(&[
             ("NOTIFICATION_URLS", "generic://x"),

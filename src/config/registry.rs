@@ -38,6 +38,7 @@ impl Feature {
                 | Feature::Remote
                 | Feature::S3
                 | Feature::Azure
+                | Feature::WebDav
         )
     }
 

@@ -2,7 +2,7 @@
 
 use crate::storage::{
     ACCESS_TIERS, AzureConfig, AzureCredentials, RetryPolicy, S3Config, S3Credentials,
-    parse_connection_string, s3,
+    WebDavConfig, parse_connection_string, s3,
 };
 
 use super::Parser;
@@ -268,6 +268,56 @@ impl Parser<'_> {
         };
         let endpoint = cs.blob_endpoint.unwrap_or_default();
         Some((account, credentials, endpoint))
+    }
+
+    pub(super) fn webdav(&mut self) -> Option<WebDavConfig> {
+        let raw = self.optional("WEBDAV_URL")?;
+        let url = match reqwest::Url::parse(&raw) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                if !url.username().is_empty() || url.password().is_some() {
+                    self.problem(
+                        "WEBDAV_URL",
+                        "(contains credentials)",
+                        "put the user and password in WEBDAV_USERNAME and WEBDAV_PASSWORD, \
+                         not in the URL",
+                    );
+                    return None;
+                }
+                url
+            }
+            _ => {
+                self.problem(
+                    "WEBDAV_URL",
+                    &raw,
+                    "expected an http(s) URL such as https://cloud.example/remote.php/webdav/",
+                );
+                return None;
+            }
+        };
+        let insecure = self.bool("WEBDAV_URL_INSECURE");
+        if insecure && url.scheme() == "http" {
+            self.problem(
+                "WEBDAV_URL_INSECURE",
+                "true",
+                "only applies to an https WEBDAV_URL (http has no certificate to check)",
+            );
+        }
+        let username = self.optional("WEBDAV_USERNAME");
+        let password = self.optional("WEBDAV_PASSWORD");
+        if password.is_some() && username.is_none() {
+            self.problem(
+                "WEBDAV_USERNAME",
+                "",
+                "WEBDAV_PASSWORD is set; the user name is needed with it",
+            );
+        }
+        Some(WebDavConfig {
+            url,
+            folder: folder(&self.string("WEBDAV_PATH")),
+            username,
+            password,
+            insecure,
+        })
     }
 
     /// `AZURE_STORAGE_ENDPOINT` with `{{ .AccountName }}` filled in.

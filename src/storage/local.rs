@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 
-use super::{Entry, Storage, StorageError, Stored};
+use super::{Entry, Storage, StorageError, Stored, partial};
 use crate::stream::ByteStream;
 
 /// Writeback is started for every this many bytes written, and waited for one window later.
@@ -48,18 +48,11 @@ impl LocalStorage {
         Self { dir: dir.into() }
     }
 
-    /// The hidden name an archive has while it is being written: `.NAME.HOST.PID.partial`.
-    /// The host name tells which machine or container an unfinished file belongs to.
-    pub fn partial_name(name: &str) -> String {
-        format!(".{name}.{}.{}.partial", host_tag(), std::process::id())
-    }
-
     /// Removes unfinished uploads that runs on this host left behind (a crash, `kill -9`, an
     /// out-of-memory kill), so repeated crashes cannot fill the disk. Call it only while
     /// holding the run lock: then no run of this host is writing. Unfinished files of other
     /// hosts sharing the folder are left alone.
     pub async fn remove_stale_partials(&self) -> Vec<String> {
-        let suffix_host = format!(".{}.", host_tag());
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || {
             let mut removed = Vec::new();
@@ -70,15 +63,7 @@ impl LocalStorage {
                 let Ok(name) = entry.file_name().into_string() else {
                     continue;
                 };
-                let Some(stem) = name.strip_suffix(".partial") else {
-                    continue;
-                };
-                let ours = name.starts_with('.')
-                    && stem.rsplit_once('.').is_some_and(|(rest, pid)| {
-                        pid.chars().all(|c| c.is_ascii_digit())
-                            && format!("{rest}.").ends_with(&suffix_host)
-                    });
-                if ours && std::fs::remove_file(entry.path()).is_ok() {
+                if partial::is_ours(&name) && std::fs::remove_file(entry.path()).is_ok() {
                     tracing::warn!("removed {name}, left unfinished by an interrupted run");
                     removed.push(name);
                 }
@@ -119,7 +104,7 @@ impl Storage for LocalStorage {
 
     async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
         let final_path = self.dir.join(name);
-        let tmp_path = self.dir.join(Self::partial_name(name));
+        let tmp_path = self.dir.join(partial::name(name));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -214,25 +199,6 @@ impl Storage for LocalStorage {
         });
         Ok(stream)
     }
-}
-
-/// This host's name as used in partial file names (no dots, so names parse back).
-fn host_tag() -> String {
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
-    let tag: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if tag.is_empty() { "host".into() } else { tag }
 }
 
 /// Writes a file so that making it durable costs little at the end: the kernel is asked to

@@ -10,10 +10,12 @@ pub mod cleanup;
 mod fanout;
 mod local;
 mod object;
+mod partial;
 pub mod parts;
 pub mod retry;
 pub mod s3;
 mod tls;
+pub mod webdav;
 
 use std::io;
 
@@ -26,6 +28,7 @@ pub use fanout::put_all;
 pub use local::LocalStorage;
 pub use retry::RetryPolicy;
 pub use s3::{S3Config, S3Credentials, S3Storage};
+pub use webdav::{WebDavConfig, WebDavStorage};
 
 use crate::stream::ByteStream;
 

@@ -54,3 +54,111 @@ impl Default for RetryPolicy {
 
 /// `BACKUP_RETRY_TIMEOUT`'s default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl RetryPolicy {
+    /// Runs `op` until it succeeds, fails for good (`transient` says no), or the policy's
+    /// retries or time are used up. For backends whose client has no retries of its own.
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        what: &str,
+        transient: impl Fn(&E) -> bool,
+        mut op: F,
+    ) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let started = std::time::Instant::now();
+        let mut wait = self.initial_backoff;
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(value) => return Ok(value),
+                Err(e)
+                    if attempt < self.max_retries
+                        && transient(&e)
+                        && started.elapsed() + wait <= self.timeout =>
+                {
+                    attempt += 1;
+                    tracing::info!(
+                        "{what}: {e}; retry {attempt} of {} in {:.1}s",
+                        self.max_retries,
+                        wait.as_secs_f64()
+                    );
+                    tokio::time::sleep(wait).await;
+                    // Exponential, with jitter so that parallel requests spread out.
+                    let doubled = wait.mul_f64(1.5 + fastrand::f64() * 0.5);
+                    wait = doubled.min(self.max_backoff);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn quick(retries: usize) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: retries,
+            timeout: Duration::from_secs(5),
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(4),
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_until_success() {
+        let calls = AtomicUsize::new(0);
+        let result: Result<usize, String> = quick(5)
+            .run(
+                "op",
+                |_| true,
+                || async {
+                    let n = calls.fetch_add(1, Ordering::SeqCst);
+                    if n < 3 {
+                        Err(format!("fail {n}"))
+                    } else {
+                        Ok(n)
+                    }
+                },
+            )
+            .await;
+        assert_eq!(result, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn permanent_failures_and_exhausted_retries_stop() {
+        let calls = AtomicUsize::new(0);
+        let result: Result<(), String> = quick(5)
+            .run(
+                "op",
+                |e: &String| e != "denied",
+                || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err("denied".to_owned())
+                },
+            )
+            .await;
+        assert_eq!(result.unwrap_err(), "denied");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let calls = AtomicUsize::new(0);
+        let result: Result<(), String> = quick(2)
+            .run(
+                "op",
+                |_| true,
+                || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err("down".to_owned())
+                },
+            )
+            .await;
+        assert!(result.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+}

@@ -1,0 +1,273 @@
+//! The WebDAV destination against WsgiDAV and Apache mod_dav (started by `scripts/test`):
+//! the stored files are read straight from the folders the servers serve.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::remote::Proxy;
+use common::*;
+
+/// One of the two servers.
+struct Dav {
+    url: String,
+    root: PathBuf,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test, which starts the servers")
+    })
+}
+
+fn wsgidav() -> Dav {
+    Dav {
+        url: env("DUNNAGE_TEST_WSGIDAV_URL"),
+        root: env("DUNNAGE_TEST_WSGIDAV_ROOT").into(),
+    }
+}
+
+fn apache() -> Dav {
+    Dav {
+        url: env("DUNNAGE_TEST_APACHE_URL"),
+        root: env("DUNNAGE_TEST_APACHE_ROOT").into(),
+    }
+}
+
+/// A folder name of its own for each test, so tests can share the servers.
+fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+impl Dav {
+    fn configure(&self, cmd: &mut Command, path: &str) {
+        cmd.env("WEBDAV_URL", &self.url)
+            .env("WEBDAV_PATH", path)
+            .env("WEBDAV_USERNAME", env("DUNNAGE_TEST_DAV_USER"))
+            .env("WEBDAV_PASSWORD", env("DUNNAGE_TEST_DAV_PASSWORD"))
+            .env("BACKUP_RETRY_TIMEOUT", "3s");
+    }
+
+    /// Names in a served folder, sorted (hidden ones included).
+    fn names(&self, path: &str) -> Vec<String> {
+        let Ok(dir) = fs::read_dir(self.root.join(path)) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = dir
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A file in a served folder with a modification time `days` ago.
+    fn put_old(&self, path: &str, days: u64) {
+        let file = self.root.join(path);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, "old").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        set_mtime(&file, now - days * 86_400);
+        // Apache's www-data must be able to delete it.
+        let _ = Command::new("chown")
+            .args(["-R", "www-data:www-data"])
+            .arg(self.root.join(path.split('/').next().unwrap()))
+            .status();
+    }
+}
+
+fn restore_and_compare(s: &Setup, archive: &Path) {
+    let dest = s.tmp.path().join("restored");
+    let _ = fs::remove_dir_all(&dest);
+    extract(archive, &dest);
+    assert_same_tree(&s.src, &dest, &[]);
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn round_trip_folder_creation_and_pruning(dav: Dav) {
+    let s = Setup::new();
+    build_rich_tree(&s.src);
+    let top = unique("t");
+    let folder = format!("{top}/nightly backups/x");
+    dav.put_old(&format!("{folder}/backup-old-1.tar.gz"), 10);
+    dav.put_old(&format!("{folder}/other-old.tar.gz"), 10);
+    dav.put_old(&format!("{folder}/deeper/backup-old-2.tar.gz"), 10);
+
+    let mut cmd = s.backup();
+    dav.configure(&mut cmd, &format!("/{folder}/"));
+    cmd.env("BACKUP_RETENTION_DAYS", "7")
+        .env("BACKUP_PRUNING_PREFIX", "backup-");
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let local = s.only_archive();
+    let name = local.file_name().unwrap().to_str().unwrap().to_owned();
+    let mut expected = vec![name.clone(), "deeper".into(), "other-old.tar.gz".into()];
+    expected.sort();
+    assert_eq!(
+        dav.names(&folder),
+        expected,
+        "old backup pruned, nothing partial"
+    );
+    let stored = dav.root.join(&folder).join(&name);
+    assert!(fs::read(&stored).unwrap() == fs::read(&local).unwrap());
+    restore_and_compare(&s, &stored);
+
+    // A folder that does not exist yet is created, level by level.
+    let fresh = format!("{}/a/b", unique("new"));
+    let mut cmd = s.backup();
+    dav.configure(&mut cmd, &fresh);
+    cmd.env("BACKUP_FILENAME", "fresh.tar.gz");
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(dav.names(&fresh), ["fresh.tar.gz"]);
+
+    // Safety rule: only old matching backups: `prune` deletes none of them.
+    let safe = format!("{}/only-old", unique("s"));
+    dav.put_old(&format!("{safe}/backup-1.tar.gz"), 10);
+    dav.put_old(&format!("{safe}/backup-2.tar.gz"), 9);
+    let mut prune = s.command(&["prune"]);
+    dav.configure(&mut prune, &safe);
+    prune
+        .env("BACKUP_RETENTION_DAYS", "1")
+        .env("BACKUP_SKIP_BACKENDS_FROM_PRUNE", "local");
+    let out = run(&mut prune);
+    assert!(
+        stdout(&out).contains("WebDAV: deleted 0 of 2"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(dav.names(&safe).len(), 2);
+}
+
+#[test]
+fn wsgidav_round_trip_folder_creation_and_pruning() {
+    round_trip_folder_creation_and_pruning(wsgidav());
+}
+
+#[test]
+fn apache_round_trip_folder_creation_and_pruning() {
+    round_trip_folder_creation_and_pruning(apache());
+}
+
+fn wrong_password_fails_that_destination_only(dav: Dav) {
+    let s = Setup::new();
+    build_rich_tree(&s.src);
+    let folder = unique("w");
+    let mut cmd = s.backup();
+    dav.configure(&mut cmd, &folder);
+    cmd.env("WEBDAV_PASSWORD", "not-the-password-xyz");
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("401") && err.contains("WEBDAV_PASSWORD"),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-password-xyz"));
+    restore_and_compare(&s, &s.only_archive());
+    assert!(dav.names(&folder).is_empty());
+}
+
+#[test]
+fn wsgidav_wrong_password_fails_that_destination_only() {
+    wrong_password_fails_that_destination_only(wsgidav());
+}
+
+#[test]
+fn apache_wrong_password_fails_that_destination_only() {
+    wrong_password_fails_that_destination_only(apache());
+}
+
+fn server_gone_mid_upload_leaves_nothing_under_the_final_name(dav: Dav) {
+    let s = Setup::new();
+    build_rich_tree(&s.src);
+    let mut data = vec![0u8; 48 << 20];
+    fastrand::Rng::with_seed(3).fill(&mut data);
+    fs::write(s.src.join("random.bin"), data).unwrap();
+    let folder = unique("g");
+    let authority = dav.url.trim_start_matches("http://").trim_end_matches('/');
+    let proxy = Proxy::start(authority);
+    let mut cmd = s.backup();
+    dav.configure(&mut cmd, &folder);
+    cmd.env("WEBDAV_URL", format!("http://127.0.0.1:{}/", proxy.port))
+        .env("BACKUP_COMPRESSION", "none")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    assert!(proxy.wait_for_upstream(8 << 20, Duration::from_secs(60)));
+    let port = proxy.port;
+    proxy.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("storing the archive in WebDAV failed"),
+        "{err}"
+    );
+    restore_and_compare(&s, &s.only_archive());
+    let name = s
+        .only_archive()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !dav.names(&folder).contains(&name),
+        "{:?}",
+        dav.names(&folder)
+    );
+
+    // Back again: the next run removes what the broken one left and stores its own.
+    let _back = Proxy::start_on(authority, port);
+    let mut cmd = s.backup();
+    dav.configure(&mut cmd, &folder);
+    cmd.env("WEBDAV_URL", format!("http://127.0.0.1:{port}/"))
+        .env("BACKUP_FILENAME", "second.tar");
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(dav.names(&folder), ["second.tar"]);
+}
+
+#[test]
+fn wsgidav_server_gone_mid_upload_leaves_nothing_under_the_final_name() {
+    server_gone_mid_upload_leaves_nothing_under_the_final_name(wsgidav());
+}
+
+#[test]
+fn apache_server_gone_mid_upload_leaves_nothing_under_the_final_name() {
+    server_gone_mid_upload_leaves_nothing_under_the_final_name(apache());
+}
+
+#[test]
+fn check_writes_reads_and_deletes_on_both_servers() {
+    for dav in [wsgidav(), apache()] {
+        let s = Setup::new();
+        let folder = unique("c");
+        let mut cmd = s.command(&["check", "--write"]);
+        dav.configure(&mut cmd, &folder);
+        let out = run(&mut cmd);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(
+            text.contains("WebDAV: OK: listed") && text.contains("read back and deleted"),
+            "{text}"
+        );
+        assert!(dav.names(&folder).is_empty());
+    }
+}
