@@ -15,7 +15,9 @@ use crate::filename::FilenameError;
 use crate::prune::{self, PruneReport};
 use crate::schedule::lock;
 use crate::spool::{self, SpoolMode};
-use crate::storage::{self, LocalStorage, S3Storage, Storage, StorageError, Stored, WebDavStorage};
+use crate::storage::{
+    self, LocalStorage, S3Storage, SftpStorage, Storage, StorageError, Stored, WebDavStorage,
+};
 use crate::stream;
 
 /// Everything one run did, for the summary log line (and later notifications and metrics).
@@ -644,6 +646,9 @@ pub async fn destinations(
             Ok(store) => list.push(store),
             Err(e) => failed.push(("Azure", e)),
         }
+    }
+    if let Some(sftp) = &config.sftp {
+        list.push(Box::new(SftpStorage::new(sftp, config.retry)));
     }
     if let Some(webdav) = &config.webdav {
         match WebDavStorage::connect(webdav, config.retry) {

@@ -22,7 +22,7 @@ use crate::filename::{self, FilenameTemplate};
 use crate::prune::Policy;
 use crate::schedule::cron::CronSchedule;
 use crate::spool::SpoolMode;
-use crate::storage::{AzureConfig, RetryPolicy, S3Config, WebDavConfig};
+use crate::storage::{AzureConfig, RetryPolicy, S3Config, SftpConfig, WebDavConfig};
 use registry::Feature;
 pub use vars::{Origin, Vars, expand_vars};
 
@@ -164,6 +164,8 @@ pub struct Config {
     pub azure: Option<AzureConfig>,
     /// `WEBDAV_*`: the WebDAV destination, when `WEBDAV_URL` is set.
     pub webdav: Option<WebDavConfig>,
+    /// `SSH_*`: the SFTP destination, when `SSH_HOST_NAME` is set.
+    pub sftp: Option<SftpConfig>,
     /// Things worth telling the user that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -249,6 +251,7 @@ impl Config {
         let s3 = p.s3();
         let azure = p.azure();
         let webdav = p.webdav();
+        let sftp = p.sftp(&docker.state_dir);
 
         let Parser {
             problems, warnings, ..
@@ -277,6 +280,7 @@ impl Config {
                 s3,
                 azure,
                 webdav,
+                sftp,
                 warnings,
             }),
             _ => Err(ConfigError { problems, warnings }),
@@ -939,12 +943,15 @@ mod tests {
     #[test]
     fn unavailable_destinations_and_encryption_are_refused_notifications_warned() {
         let err = config(&[
-            ("SSH_HOST_NAME", "backup.example"),
+            ("DROPBOX_REFRESH_TOKEN", "tok"),
             ("AGE_PUBLIC_KEYS", "age1xyz"),
-            ("SSH_PORT", "2222"),
+            ("DROPBOX_REMOTE_PATH", "/b"),
         ])
         .unwrap_err();
-        assert_eq!(problem_vars(&err), ["SSH_HOST_NAME", "AGE_PUBLIC_KEYS"]);
+        assert_eq!(
+            problem_vars(&err),
+            ["DROPBOX_REFRESH_TOKEN", "AGE_PUBLIC_KEYS"]
+        );
         assert!(err.to_string().contains("would not be encrypted"), "{err}");
         let c = config(&[
             ("NOTIFICATION_URLS", "generic://x"),

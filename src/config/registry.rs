@@ -39,6 +39,7 @@ impl Feature {
                 | Feature::S3
                 | Feature::Azure
                 | Feature::WebDav
+                | Feature::Sftp
         )
     }
 

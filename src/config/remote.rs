@@ -1,8 +1,8 @@
 //! Settings of the network destinations: `AWS_*` (S3) and `AZURE_STORAGE_*` (Azure Blob).
 
 use crate::storage::{
-    ACCESS_TIERS, AzureConfig, AzureCredentials, RetryPolicy, S3Config, S3Credentials,
-    WebDavConfig, parse_connection_string, s3,
+    ACCESS_TIERS, AzureConfig, AzureCredentials, HostKeyCheck, RetryPolicy, S3Config,
+    S3Credentials, SftpConfig, WebDavConfig, parse_connection_string, s3, sftp,
 };
 
 use super::Parser;
@@ -317,6 +317,104 @@ impl Parser<'_> {
             username,
             password,
             insecure,
+        })
+    }
+
+    /// `state_dir` is `BACKUP_STATE_DIR`, where keys trusted on first use are kept.
+    pub(super) fn sftp(&mut self, state_dir: &std::path::Path) -> Option<SftpConfig> {
+        let host = self.optional("SSH_HOST_NAME")?;
+        let port = self.number("SSH_PORT", 1..=65535).unwrap_or(22) as u16;
+        let user = self.optional("SSH_USER").unwrap_or_else(|| {
+            self.problem(
+                "SSH_USER",
+                "",
+                "the SFTP destination needs the user to log in as",
+            );
+            String::new()
+        });
+        let password = self.optional("SSH_PASSWORD");
+        let passphrase = self.optional("SSH_IDENTITY_PASSPHRASE");
+        // The default key path is used only when the file exists (as in the reference);
+        // an explicitly set one must exist.
+        let identity_file = match self.vars.get("SSH_IDENTITY_FILE") {
+            Some(raw) if !raw.is_empty() => {
+                let path = std::path::PathBuf::from(raw);
+                if path.is_file() {
+                    Some(path)
+                } else {
+                    self.problem(
+                        "SSH_IDENTITY_FILE",
+                        raw,
+                        "no such file; mount the private key there or unset the variable",
+                    );
+                    None
+                }
+            }
+            // Set but empty: no key.
+            Some(_) => None,
+            None => Some(std::path::PathBuf::from(self.string("SSH_IDENTITY_FILE")))
+                .filter(|p| p.is_file()),
+        };
+        if identity_file.is_none() && password.is_none() {
+            self.problem(
+                "SSH_PASSWORD",
+                "",
+                "the SFTP destination needs SSH_PASSWORD or a private key in SSH_IDENTITY_FILE",
+            );
+        }
+        if passphrase.is_some() && identity_file.is_none() {
+            self.warnings.push(
+                "SSH_IDENTITY_PASSPHRASE is set but there is no SSH_IDENTITY_FILE to use it with"
+                    .into(),
+            );
+        }
+        let known_hosts = self.optional("SSH_KNOWN_HOSTS");
+        let pinned = self.optional("SSH_HOST_KEY_FINGERPRINT");
+        let host_key = match (known_hosts, pinned) {
+            (Some(_), Some(fp)) => {
+                self.problem(
+                    "SSH_HOST_KEY_FINGERPRINT",
+                    &fp,
+                    "set either SSH_KNOWN_HOSTS or SSH_HOST_KEY_FINGERPRINT, not both",
+                );
+                return None;
+            }
+            (Some(path), None) => {
+                if !std::path::Path::new(&path).is_file() {
+                    self.problem("SSH_KNOWN_HOSTS", &path, "no such file");
+                }
+                HostKeyCheck::KnownHosts(path.into())
+            }
+            (None, Some(fp)) => {
+                let valid = fp.strip_prefix("SHA256:").is_some_and(|b64| {
+                    b64.len() == 43
+                        && b64
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+                });
+                if !valid {
+                    self.problem(
+                        "SSH_HOST_KEY_FINGERPRINT",
+                        &fp,
+                        "expected SHA256: and 43 base64 characters, as ssh-keygen -lf prints",
+                    );
+                }
+                HostKeyCheck::Fingerprint(fp)
+            }
+            (None, None) => HostKeyCheck::TrustOnFirstUse(state_dir.join(sftp::TRUSTED_KEYS_FILE)),
+        };
+        Some(SftpConfig {
+            host,
+            port,
+            user,
+            password,
+            identity_file,
+            passphrase,
+            remote_path: self
+                .string("SSH_REMOTE_PATH")
+                .trim_end_matches('/')
+                .to_owned(),
+            host_key,
         })
     }
 

@@ -14,6 +14,7 @@ mod partial;
 pub mod parts;
 pub mod retry;
 pub mod s3;
+pub mod sftp;
 mod tls;
 pub mod webdav;
 
@@ -28,6 +29,7 @@ pub use fanout::put_all;
 pub use local::LocalStorage;
 pub use retry::RetryPolicy;
 pub use s3::{S3Config, S3Credentials, S3Storage};
+pub use sftp::{HostKeyCheck, SftpConfig, SftpStorage};
 pub use webdav::{WebDavConfig, WebDavStorage};
 
 use crate::stream::ByteStream;

@@ -1,0 +1,568 @@
+//! SFTP destination (any OpenSSH server).
+//!
+//! The archive is written to a hidden temporary name with many write requests in flight,
+//! closed, then renamed to its final name. The server's host key is always checked:
+//! against `SSH_KNOWN_HOSTS` or `SSH_HOST_KEY_FINGERPRINT` when set, otherwise trusted on
+//! first use and remembered in `BACKUP_STATE_DIR`; a key that changed is always refused.
+//! A connection is opened when needed and opened again when it dropped, so a connection
+//! lost while a long archive was built does not fail the next operation.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::OpenFlags;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::retry::RetryPolicy;
+use super::{Entry, Storage, StorageError, Stored, partial};
+use crate::stream::ByteStream;
+
+/// The file in `BACKUP_STATE_DIR` with host keys trusted on first use.
+pub const TRUSTED_KEYS_FILE: &str = "sftp_known_hosts";
+
+/// How the server's host key is checked.
+#[derive(Clone, PartialEq, Eq)]
+pub enum HostKeyCheck {
+    /// `SSH_KNOWN_HOSTS`: the key must be listed for this host and port.
+    KnownHosts(PathBuf),
+    /// `SSH_HOST_KEY_FINGERPRINT`: `SHA256:...`.
+    Fingerprint(String),
+    /// Neither: the first key seen is remembered in this file and required afterwards.
+    TrustOnFirstUse(PathBuf),
+}
+
+/// The `SSH_*` settings, validated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SftpConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    /// `SSH_IDENTITY_FILE`, when the file exists.
+    pub identity_file: Option<PathBuf>,
+    pub passphrase: Option<String>,
+    /// `SSH_REMOTE_PATH`; empty means the login folder.
+    pub remote_path: String,
+    pub host_key: HostKeyCheck,
+}
+
+impl fmt::Debug for SftpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SftpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("remote_path", &self.remote_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks host keys for one connection; keeps why a key was refused for the error.
+struct Client {
+    host: String,
+    port: u16,
+    check: HostKeyCheck,
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+/// `SHA256:...` of a key, as `ssh-keygen -lf` prints it.
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+impl Client {
+    fn refuse(&self, why: String) -> bool {
+        *self.refused.lock().expect("lock") = Some(why);
+        false
+    }
+
+    fn verify(&self, key: &PublicKey) -> bool {
+        let seen = fingerprint(key);
+        let listed = |path: &PathBuf| -> Result<Option<bool>, String> {
+            if !path.exists() {
+                return Ok(None);
+            }
+            let keys = russh::keys::known_hosts::known_host_keys_path(&self.host, self.port, path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            if keys.is_empty() {
+                return Ok(None);
+            }
+            // Compare the key material only (comments may differ).
+            Ok(Some(
+                keys.iter().any(|(_, k)| k.key_data() == key.key_data()),
+            ))
+        };
+        match &self.check {
+            HostKeyCheck::Fingerprint(want) => {
+                let want = want.strip_prefix("SHA256:").unwrap_or(want);
+                if seen.strip_prefix("SHA256:") == Some(want) {
+                    true
+                } else {
+                    self.refuse(format!(
+                        "the host key of {}:{} is {seen}, not the SSH_HOST_KEY_FINGERPRINT \
+                         SHA256:{want}",
+                        self.host, self.port
+                    ))
+                }
+            }
+            HostKeyCheck::KnownHosts(path) => match listed(path) {
+                Ok(Some(true)) => true,
+                Ok(Some(false)) => self.refuse(format!(
+                    "the host key of {}:{} ({seen}) does not match the one in SSH_KNOWN_HOSTS \
+                     {}: refusing to connect",
+                    self.host,
+                    self.port,
+                    path.display()
+                )),
+                Ok(None) => self.refuse(format!(
+                    "{}:{} is not in SSH_KNOWN_HOSTS {} (its key is {seen}; add it with \
+                     ssh-keyscan -p {} {})",
+                    self.host,
+                    self.port,
+                    path.display(),
+                    self.port,
+                    self.host
+                )),
+                Err(why) => self.refuse(why),
+            },
+            HostKeyCheck::TrustOnFirstUse(path) => match listed(path) {
+                Ok(Some(true)) => true,
+                Ok(Some(false)) => self.refuse(format!(
+                    "the host key of {}:{} CHANGED: it is now {seen}, which differs from the \
+                     key trusted earlier (in {}). Refusing to connect: this may be an attack. \
+                     If the server's key really changed, remove its line from that file.",
+                    self.host,
+                    self.port,
+                    path.display()
+                )),
+                Ok(None) => {
+                    if let Err(e) = std::fs::create_dir_all(path.parent().unwrap_or(path))
+                        .map_err(russh::keys::Error::from)
+                        .and_then(|()| {
+                            russh::keys::known_hosts::learn_known_hosts_path(
+                                &self.host, self.port, key, path,
+                            )
+                        })
+                    {
+                        return self.refuse(format!(
+                            "cannot remember the host key in {}: {e}",
+                            path.display()
+                        ));
+                    }
+                    tracing::warn!(
+                        "SFTP: trusting the host key of {}:{} on first use: {seen}. Pin it \
+                         with SSH_HOST_KEY_FINGERPRINT={seen} (or SSH_KNOWN_HOSTS); it is \
+                         remembered in {}",
+                        self.host,
+                        self.port,
+                        path.display()
+                    );
+                    true
+                }
+                Err(why) => self.refuse(why),
+            },
+        }
+    }
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => self.verify(key),
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => self.refuse(
+                "the server offered a host certificate; pin its plain host key instead".into(),
+            ),
+        })
+    }
+}
+
+/// One live connection.
+struct Connection {
+    ssh: Handle<Client>,
+    sftp: SftpSession,
+}
+
+#[derive(Debug)]
+enum SftpError {
+    /// Could not connect or the connection broke: worth trying again.
+    Connection(String),
+    /// Refused for a reason a retry will not change.
+    Refused(String),
+}
+
+impl fmt::Display for SftpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SftpError::Connection(why) | SftpError::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+impl SftpError {
+    fn transient(&self) -> bool {
+        matches!(self, SftpError::Connection(_))
+    }
+}
+
+fn sftp_error(e: russh_sftp::client::error::Error) -> SftpError {
+    use russh_sftp::client::error::Error as E;
+    match e {
+        E::Status(_) | E::Limited(_) | E::UnexpectedPacket | E::UnexpectedBehavior(_) => {
+            SftpError::Refused(e.to_string())
+        }
+        _ => SftpError::Connection(e.to_string()),
+    }
+}
+
+pub struct SftpStorage {
+    config: SftpConfig,
+    retry: RetryPolicy,
+    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    folder_ready: tokio::sync::OnceCell<()>,
+}
+
+impl SftpStorage {
+    pub fn new(config: &SftpConfig, retry: RetryPolicy) -> Self {
+        Self {
+            config: config.clone(),
+            retry,
+            connection: tokio::sync::Mutex::new(None),
+            folder_ready: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        let dir = self.config.remote_path.trim_end_matches('/');
+        match dir {
+            "" => name.to_owned(),
+            _ => format!("{dir}/{name}"),
+        }
+    }
+
+    fn display(&self) -> String {
+        format!(
+            "sftp://{}@{}:{}/{}",
+            self.config.user,
+            self.config.host,
+            self.config.port,
+            self.config.remote_path.trim_start_matches('/')
+        )
+    }
+
+    /// The live connection, opened (again) when there is none or it dropped.
+    async fn connection(&self) -> Result<Arc<Connection>, StorageError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c.ssh.is_closed() {
+                return Ok(c.clone());
+            }
+            tracing::info!("SFTP: the connection dropped; connecting again");
+        }
+        let what = format!("connecting to {}", self.display());
+        let connection = self
+            .retry
+            .run(&what, SftpError::transient, || self.connect())
+            .await
+            .map_err(|e| StorageError::io(what.clone(), io::Error::other(e.to_string())))?;
+        let connection = Arc::new(connection);
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn connect(&self) -> Result<Connection, SftpError> {
+        let c = &self.config;
+        let refused = Arc::new(Mutex::new(None));
+        let handler = Client {
+            host: c.host.clone(),
+            port: c.port,
+            check: c.host_key.clone(),
+            refused: refused.clone(),
+        };
+        let config = Arc::new(client::Config {
+            inactivity_timeout: Some(std::time::Duration::from_secs(300)),
+            keepalive_interval: Some(std::time::Duration::from_secs(30)),
+            ..Default::default()
+        });
+        let mut ssh = match client::connect(config, (c.host.as_str(), c.port), handler).await {
+            Ok(ssh) => ssh,
+            Err(e) => {
+                return Err(match refused.lock().expect("lock").take() {
+                    Some(why) => SftpError::Refused(why),
+                    None => SftpError::Connection(format!("{e}")),
+                });
+            }
+        };
+        let mut tried = Vec::new();
+        let mut authenticated = false;
+        if let Some(file) = &c.identity_file {
+            let key = russh::keys::load_secret_key(file, c.passphrase.as_deref()).map_err(|e| {
+                SftpError::Refused(format!(
+                    "cannot use the key SSH_IDENTITY_FILE={}: {e}{}",
+                    file.display(),
+                    if c.passphrase.is_none() {
+                        " (is it protected by a passphrase? set SSH_IDENTITY_PASSPHRASE)"
+                    } else {
+                        " (is SSH_IDENTITY_PASSPHRASE right?)"
+                    }
+                ))
+            })?;
+            let hash = ssh
+                .best_supported_rsa_hash()
+                .await
+                .map_err(|e| SftpError::Connection(e.to_string()))?
+                .flatten();
+            let result = ssh
+                .authenticate_publickey(&c.user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+                .await
+                .map_err(|e| SftpError::Connection(e.to_string()))?;
+            authenticated = result.success();
+            tried.push(format!("key {}", file.display()));
+        }
+        if !authenticated {
+            if let Some(password) = &c.password {
+                let result = ssh
+                    .authenticate_password(&c.user, password)
+                    .await
+                    .map_err(|e| SftpError::Connection(e.to_string()))?;
+                authenticated = result.success();
+                tried.push("password".into());
+            }
+        }
+        if !authenticated {
+            return Err(SftpError::Refused(format!(
+                "the server refused user {} ({})",
+                c.user,
+                if tried.is_empty() {
+                    "no SSH_PASSWORD and no SSH_IDENTITY_FILE to try".to_owned()
+                } else {
+                    format!("tried: {}", tried.join(", "))
+                }
+            )));
+        }
+        let channel = ssh
+            .channel_open_session()
+            .await
+            .map_err(|e| SftpError::Connection(e.to_string()))?;
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|e| SftpError::Connection(e.to_string()))?;
+        let sftp_config = russh_sftp::client::Config {
+            // Many writes in flight: 64 x 32 KiB keeps a fast link busy.
+            max_concurrent_writes: 64,
+            request_timeout_secs: 60,
+            ..Default::default()
+        };
+        let sftp = SftpSession::new_with_config(channel.into_stream(), sftp_config)
+            .await
+            .map_err(sftp_error)?;
+        Ok(Connection { ssh, sftp })
+    }
+
+    /// Creates `SSH_REMOTE_PATH` and its parents where missing.
+    async fn ensure_folder(&self, sftp: &SftpSession) -> Result<(), StorageError> {
+        self.folder_ready
+            .get_or_try_init(|| async {
+                let path = self.config.remote_path.trim_end_matches('/');
+                let mut current = String::new();
+                if path.starts_with('/') {
+                    current.push('/');
+                }
+                for part in path.split('/').filter(|p| !p.is_empty()) {
+                    if !current.is_empty() && !current.ends_with('/') {
+                        current.push('/');
+                    }
+                    current.push_str(part);
+                    let exists = sftp.try_exists(current.as_str()).await.unwrap_or(false);
+                    if !exists {
+                        sftp.create_dir(current.as_str()).await.map_err(|e| {
+                            StorageError::io(
+                                format!("creating folder {current}"),
+                                io::Error::other(e.to_string()),
+                            )
+                        })?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Every entry of the folder with whether it is a regular file.
+    async fn list_all(&self) -> Result<Vec<(Entry, bool)>, StorageError> {
+        let what = format!("listing {}", self.display());
+        let connection = self.connection().await?;
+        let dir = match self.config.remote_path.trim_end_matches('/') {
+            "" => ".".to_owned(),
+            d => d.to_owned(),
+        };
+        if !connection
+            .sftp
+            .try_exists(dir.as_str())
+            .await
+            .unwrap_or(false)
+        {
+            return Ok(Vec::new()); // created at the first upload
+        }
+        let entries = connection
+            .sftp
+            .read_dir(dir.as_str())
+            .await
+            .map_err(|e| StorageError::io(what.clone(), io::Error::other(e.to_string())))?;
+        Ok(entries
+            .filter_map(|e| {
+                let meta = e.metadata();
+                let modified = jiff::Timestamp::from_second(i64::from(meta.mtime?)).ok()?;
+                let regular = e.file_type().is_file();
+                Some((
+                    Entry {
+                        name: e.file_name(),
+                        size: meta.size.unwrap_or(0),
+                        modified,
+                    },
+                    regular,
+                ))
+            })
+            .collect())
+    }
+
+    async fn remove_stale_partials(&self) {
+        let Ok(entries) = self.list_all().await else {
+            return;
+        };
+        for (entry, _) in entries {
+            if partial::is_ours(&entry.name) && self.delete(&entry.name).await.is_ok() {
+                tracing::warn!(
+                    "SFTP: removed {}, left unfinished by an interrupted run",
+                    entry.name
+                );
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for SftpStorage {
+    fn name(&self) -> &'static str {
+        "SSH"
+    }
+
+    async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
+        let connection = self.connection().await?;
+        self.ensure_folder(&connection.sftp).await?;
+        self.remove_stale_partials().await;
+        let temp = self.path(&partial::name(name));
+        let target = self.path(name);
+        let location = format!("{}/{name}", self.display().trim_end_matches('/'));
+        let io_err = |what: &str, e: &dyn fmt::Display| {
+            StorageError::io(
+                format!("{what} {location}"),
+                io::Error::other(e.to_string()),
+            )
+        };
+
+        let written: Result<u64, StorageError> = async {
+            let mut file = connection
+                .sftp
+                .open_with_flags(
+                    temp.as_str(),
+                    OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+                )
+                .await
+                .map_err(|e| io_err("creating a temporary file for", &e))?;
+            let mut total = 0u64;
+            while let Some(item) = data.next().await {
+                let chunk: Bytes = item.map_err(StorageError::Incomplete)?;
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| io_err("uploading", &e))?;
+                total += chunk.len() as u64;
+            }
+            // Waits for every write to be acknowledged, then closes the handle.
+            file.shutdown().await.map_err(|e| io_err("uploading", &e))?;
+            Ok(total)
+        }
+        .await;
+        let total = match written {
+            Ok(total) => total,
+            Err(e) => {
+                let _ = connection.sftp.remove_file(temp.as_str()).await;
+                return Err(e);
+            }
+        };
+        // SFTP's rename refuses an existing target; the name is new unless re-run.
+        if connection
+            .sftp
+            .try_exists(target.as_str())
+            .await
+            .unwrap_or(false)
+        {
+            let _ = connection.sftp.remove_file(target.as_str()).await;
+        }
+        if let Err(e) = connection.sftp.rename(temp.as_str(), target.as_str()).await {
+            let _ = connection.sftp.remove_file(temp.as_str()).await;
+            return Err(io_err("renaming the upload to", &e));
+        }
+        Ok(Stored {
+            location,
+            bytes: total,
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<Entry>, StorageError> {
+        Ok(self
+            .list_all()
+            .await?
+            .into_iter()
+            .filter(|(entry, regular)| *regular && !partial::is_partial(&entry.name))
+            .map(|(entry, _)| entry)
+            .collect())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StorageError> {
+        let connection = self.connection().await?;
+        let path = self.path(name);
+        connection
+            .sftp
+            .remove_file(path.as_str())
+            .await
+            .map_err(|e| {
+                StorageError::io(format!("deleting {path}"), io::Error::other(e.to_string()))
+            })
+    }
+
+    async fn get(&self, name: &str) -> Result<ByteStream, StorageError> {
+        let connection = self.connection().await?;
+        let path = self.path(name);
+        let file = connection.sftp.open(path.as_str()).await.map_err(|e| {
+            StorageError::io(format!("reading {path}"), io::Error::other(e.to_string()))
+        })?;
+        let stream = futures_util::stream::unfold(Some(file), |file| async move {
+            let mut file = file?;
+            let mut buf = vec![0u8; 256 * 1024];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(Bytes::from(buf)), Some(file)))
+                }
+                Err(e) => Some((Err(e), None)),
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+}
