@@ -16,7 +16,8 @@ use crate::prune::{self, PruneReport};
 use crate::schedule::lock;
 use crate::spool::{self, SpoolMode};
 use crate::storage::{
-    self, LocalStorage, S3Storage, SftpStorage, Storage, StorageError, Stored, WebDavStorage,
+    self, DropboxStorage, LocalStorage, S3Storage, SftpStorage, Storage, StorageError, Stored,
+    WebDavStorage,
 };
 use crate::stream;
 
@@ -649,6 +650,12 @@ pub async fn destinations(
     }
     if let Some(sftp) = &config.sftp {
         list.push(Box::new(SftpStorage::new(sftp, config.retry)));
+    }
+    if let Some(dropbox) = &config.dropbox {
+        match DropboxStorage::new(dropbox, config.retry) {
+            Ok(store) => list.push(Box::new(store)),
+            Err(e) => failed.push(("Dropbox", e)),
+        }
     }
     if let Some(webdav) = &config.webdav {
         match WebDavStorage::connect(webdav, config.retry) {

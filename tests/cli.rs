@@ -75,7 +75,8 @@ fn check_exits_0_when_valid_and_2_with_every_problem() {
     cmd.env("BACKUP_CRON_EXPRESSION", "61 * * * *")
         .env("LOCK_TIMEOUT", "forever")
         .env("BACKUP_RETENTION_KEEP_DAILY", "-3")
-        .env("DROPBOX_REFRESH_TOKEN", "tok")
+        .env("GOOGLE_DRIVE_FOLDER_ID", "x")
+        .env("GOOGLE_DRIVE_CREDENTIALS_JSON", "{}")
         .env("BACKUP_RETENTON_DAYS", "3");
     let out = run(&mut cmd);
     assert_eq!(out.status.code(), Some(2));
@@ -85,7 +86,7 @@ fn check_exits_0_when_valid_and_2_with_every_problem() {
         "BACKUP_CRON_EXPRESSION=\"61 * * * *\"",
         "LOCK_TIMEOUT=\"forever\"",
         "BACKUP_RETENTION_KEEP_DAILY=\"-3\"",
-        "DROPBOX_REFRESH_TOKEN=\"(redacted)\": the Dropbox destination is not available",
+        "GOOGLE_DRIVE_CREDENTIALS_JSON=\"(redacted)\": the Google Drive destination is not available",
         "unknown variable BACKUP_RETENTON_DAYS is ignored; did you mean BACKUP_RETENTION_DAYS?",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in {err}");

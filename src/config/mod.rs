@@ -22,7 +22,7 @@ use crate::filename::{self, FilenameTemplate};
 use crate::prune::Policy;
 use crate::schedule::cron::CronSchedule;
 use crate::spool::SpoolMode;
-use crate::storage::{AzureConfig, RetryPolicy, S3Config, SftpConfig, WebDavConfig};
+use crate::storage::{AzureConfig, DropboxConfig, RetryPolicy, S3Config, SftpConfig, WebDavConfig};
 use registry::Feature;
 pub use vars::{Origin, Vars, expand_vars};
 
@@ -166,6 +166,8 @@ pub struct Config {
     pub webdav: Option<WebDavConfig>,
     /// `SSH_*`: the SFTP destination, when `SSH_HOST_NAME` is set.
     pub sftp: Option<SftpConfig>,
+    /// `DROPBOX_*`: the Dropbox destination, when its credentials are set.
+    pub dropbox: Option<DropboxConfig>,
     /// Things worth telling the user that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -252,6 +254,7 @@ impl Config {
         let azure = p.azure();
         let webdav = p.webdav();
         let sftp = p.sftp(&docker.state_dir);
+        let dropbox = p.dropbox();
 
         let Parser {
             problems, warnings, ..
@@ -281,6 +284,7 @@ impl Config {
                 azure,
                 webdav,
                 sftp,
+                dropbox,
                 warnings,
             }),
             _ => Err(ConfigError { problems, warnings }),
@@ -943,14 +947,14 @@ mod tests {
     #[test]
     fn unavailable_destinations_and_encryption_are_refused_notifications_warned() {
         let err = config(&[
-            ("DROPBOX_REFRESH_TOKEN", "tok"),
+            ("GOOGLE_DRIVE_CREDENTIALS_JSON", "{}"),
             ("AGE_PUBLIC_KEYS", "age1xyz"),
-            ("DROPBOX_REMOTE_PATH", "/b"),
+            ("GOOGLE_DRIVE_FOLDER_ID", "x"),
         ])
         .unwrap_err();
         assert_eq!(
             problem_vars(&err),
-            ["DROPBOX_REFRESH_TOKEN", "AGE_PUBLIC_KEYS"]
+            ["GOOGLE_DRIVE_CREDENTIALS_JSON", "AGE_PUBLIC_KEYS"]
         );
         assert!(err.to_string().contains("would not be encrypted"), "{err}");
         let c = config(&[

@@ -40,6 +40,7 @@ impl Feature {
                 | Feature::Azure
                 | Feature::WebDav
                 | Feature::Sftp
+                | Feature::Dropbox
         )
     }
 
@@ -205,8 +206,8 @@ pub static VARIABLES: &[VarSpec] = &[
     var("SSH_HOST_KEY_FINGERPRINT", None, Sftp),
     // Dropbox
     key(secret("DROPBOX_REFRESH_TOKEN", Dropbox)),
-    var("DROPBOX_APP_KEY", None, Dropbox),
-    secret("DROPBOX_APP_SECRET", Dropbox),
+    key(var("DROPBOX_APP_KEY", None, Dropbox)),
+    key(secret("DROPBOX_APP_SECRET", Dropbox)),
     var("DROPBOX_REMOTE_PATH", None, Dropbox),
     var("DROPBOX_CONCURRENCY_LEVEL", Some("6"), Dropbox),
     var(

@@ -1,8 +1,9 @@
-//! Settings of the network destinations: `AWS_*` (S3) and `AZURE_STORAGE_*` (Azure Blob).
+//! Settings of the network destinations: `AWS_*` (S3), `AZURE_STORAGE_*` (Azure Blob),
+//! `WEBDAV_*`, `SSH_*` (SFTP) and `DROPBOX_*`.
 
 use crate::storage::{
-    ACCESS_TIERS, AzureConfig, AzureCredentials, HostKeyCheck, RetryPolicy, S3Config,
-    S3Credentials, SftpConfig, WebDavConfig, parse_connection_string, s3, sftp,
+    ACCESS_TIERS, AzureConfig, AzureCredentials, DropboxConfig, HostKeyCheck, RetryPolicy,
+    S3Config, S3Credentials, SftpConfig, WebDavConfig, parse_connection_string, s3, sftp,
 };
 
 use super::Parser;
@@ -415,6 +416,56 @@ impl Parser<'_> {
                 .trim_end_matches('/')
                 .to_owned(),
             host_key,
+        })
+    }
+
+    pub(super) fn dropbox(&mut self) -> Option<DropboxConfig> {
+        let token = self.optional("DROPBOX_REFRESH_TOKEN");
+        let key = self.optional("DROPBOX_APP_KEY");
+        let secret = self.optional("DROPBOX_APP_SECRET");
+        if token.is_none() && key.is_none() && secret.is_none() {
+            return None;
+        }
+        // All three or a clear error (the reference silently skips Dropbox otherwise).
+        for (name, value) in [
+            ("DROPBOX_REFRESH_TOKEN", &token),
+            ("DROPBOX_APP_KEY", &key),
+            ("DROPBOX_APP_SECRET", &secret),
+        ] {
+            if value.is_none() {
+                self.problem(
+                    name,
+                    "",
+                    "Dropbox needs DROPBOX_APP_KEY, DROPBOX_APP_SECRET and DROPBOX_REFRESH_TOKEN \
+                     together",
+                );
+            }
+        }
+        let concurrency = self
+            .number("DROPBOX_CONCURRENCY_LEVEL", 1..=64)
+            .unwrap_or(6) as usize;
+        let mut endpoint = |var: &str| -> String {
+            let raw = self.string(var);
+            if !(raw.starts_with("https://") || raw.starts_with("http://")) {
+                self.problem(var, &raw, "expected an http(s) URL");
+            }
+            raw
+        };
+        let endpoint_url = endpoint("DROPBOX_ENDPOINT");
+        let oauth2_endpoint = endpoint("DROPBOX_OAUTH2_ENDPOINT");
+        let raw_path = self.string("DROPBOX_REMOTE_PATH");
+        let folder = match raw_path.trim_matches('/') {
+            "" => String::new(),
+            p => format!("/{p}"),
+        };
+        Some(DropboxConfig {
+            app_key: key?,
+            app_secret: secret?,
+            refresh_token: token?,
+            folder,
+            concurrency,
+            endpoint: endpoint_url,
+            oauth2_endpoint,
         })
     }
 

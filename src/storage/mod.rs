@@ -7,6 +7,7 @@
 
 pub mod azure;
 pub mod cleanup;
+pub mod dropbox;
 mod fanout;
 mod local;
 mod object;
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 pub use azure::{
     ACCESS_TIERS, AzureConfig, AzureCredentials, ConnectionString, parse_connection_string,
 };
+pub use dropbox::{DropboxConfig, DropboxStorage};
 pub use fanout::put_all;
 pub use local::LocalStorage;
 pub use retry::RetryPolicy;
