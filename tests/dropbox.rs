@@ -300,3 +300,25 @@ fn all_three_credentials_are_required_and_check_covers_dropbox() {
     );
     assert!(fake.names("c").is_empty());
 }
+
+#[test]
+fn an_archive_ending_on_a_chunk_boundary_closes_the_session_with_an_empty_append() {
+    let s = Setup::new();
+    // Uncompressed: the source folder's header, the file's header and body, two end blocks.
+    let body = (16 << 20) - 2048;
+    let mut data = vec![0u8; body];
+    fastrand::Rng::with_seed(13).fill(&mut data);
+    fs::write(s.src.join("f.bin"), data).unwrap();
+    let fake = Fake::start(&s.tmp.path().join("dropbox"));
+    let mut cmd = s.backup();
+    fake.configure(&mut cmd, "/edge");
+    cmd.env("BACKUP_COMPRESSION", "none");
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let local = s.only_archive();
+    let len = fs::metadata(&local).unwrap().len();
+    assert_eq!(len % (8 << 20), 0, "the archive must end on a chunk boundary: {len}");
+    let name = local.file_name().unwrap().to_str().unwrap().to_owned();
+    let stored = fake.root.join("edge").join(&name);
+    assert!(fs::read(&stored).unwrap() == fs::read(&local).unwrap());
+}
