@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::remote::Proxy;
+use common::remote::{Proxy, names_in, restore_and_compare, stdout};
 use common::*;
 
 struct Fake {
@@ -66,14 +66,7 @@ impl Fake {
     }
 
     fn names(&self, folder: &str) -> Vec<String> {
-        let Ok(dir) = fs::read_dir(self.root.join(folder)) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = dir
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+        names_in(&self.root.join(folder))
     }
 
     fn configure(&self, cmd: &mut Command, folder: &str) {
@@ -95,28 +88,10 @@ impl Drop for Fake {
     }
 }
 
-fn sources(s: &Setup, mib: usize) {
-    build_rich_tree(&s.src);
-    let mut data = vec![0u8; mib << 20];
-    fastrand::Rng::with_seed(11).fill(&mut data);
-    fs::write(s.src.join("random.bin"), data).unwrap();
-}
-
-fn restore_and_compare(s: &Setup, archive: &Path) {
-    let dest = s.tmp.path().join("restored");
-    let _ = fs::remove_dir_all(&dest);
-    extract(archive, &dest);
-    assert_same_tree(&s.src, &dest, &[]);
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn round_trip_in_concurrent_chunks_with_429_5xx_and_an_expired_token() {
     let s = Setup::new();
-    sources(&s, 40);
+    common::remote::sources_with_random(&s, 40, 11);
     let fake = Fake::start(&s.tmp.path().join("dropbox"));
     // Faults Dropbox produces: rate limits, a server error, an access token that expires
     // while chunks are being appended.
@@ -247,7 +222,7 @@ fn wrong_credentials_fail_that_destination_only_and_stay_secret() {
 #[test]
 fn server_gone_mid_upload_commits_nothing() {
     let s = Setup::new();
-    sources(&s, 48);
+    common::remote::sources_with_random(&s, 48, 11);
     let fake = Fake::start(&s.tmp.path().join("dropbox"));
     let proxy = Proxy::start(&format!("127.0.0.1:{}", fake.port));
     let mut cmd = s.backup();
@@ -256,15 +231,9 @@ fn server_gone_mid_upload_commits_nothing() {
     cmd.env("DROPBOX_ENDPOINT", &url)
         .env("DROPBOX_OAUTH2_ENDPOINT", &url)
         .env("BACKUP_RETRY_TIMEOUT", "2s")
-        .env("BACKUP_COMPRESSION", "none")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    assert!(proxy.wait_for_upstream(12 << 20, Duration::from_secs(60)));
-    proxy.kill();
-    let out = child.wait_with_output().unwrap();
+        .env("BACKUP_COMPRESSION", "none");
+    let out = proxy.cut_during(&mut cmd, 12 << 20);
     let err = stderr(&out);
-    eprintln!("{err}");
     assert_eq!(out.status.code(), Some(1));
     assert!(
         err.contains("storing the archive in Dropbox failed"),
@@ -317,7 +286,11 @@ fn an_archive_ending_on_a_chunk_boundary_closes_the_session_with_an_empty_append
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let local = s.only_archive();
     let len = fs::metadata(&local).unwrap().len();
-    assert_eq!(len % (8 << 20), 0, "the archive must end on a chunk boundary: {len}");
+    assert_eq!(
+        len % (8 << 20),
+        0,
+        "the archive must end on a chunk boundary: {len}"
+    );
     let name = local.file_name().unwrap().to_str().unwrap().to_owned();
     let stored = fake.root.join("edge").join(&name);
     assert!(fs::read(&stored).unwrap() == fs::read(&local).unwrap());

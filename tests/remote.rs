@@ -10,35 +10,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::remote::{AZURE_ACCOUNT, AZURE_KEY, Azure, Proxy, S3, serial};
+use common::remote::{
+    AZURE_ACCOUNT, AZURE_KEY, Azure, Proxy, S3, restore_and_compare, serial, stdout,
+};
 use common::*;
-
-/// Source tree with special files plus `mib` MiB of incompressible data.
-fn sources(s: &Setup, mib: usize) {
-    build_rich_tree(&s.src);
-    let mut data = vec![0u8; mib << 20];
-    let mut rng = fastrand::Rng::with_seed(7);
-    rng.fill(&mut data);
-    fs::write(s.src.join("random.bin"), data).unwrap();
-}
-
-fn restore_and_compare(s: &Setup, archive: &Path) {
-    let dest = s.tmp.path().join("restored");
-    let _ = fs::remove_dir_all(&dest);
-    extract(archive, &dest);
-    assert_same_tree(&s.src, &dest, &[]);
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn s3_round_trip_in_several_parts_with_storage_class_and_content_type() {
     let _serial = serial();
     let s3 = S3::from_env();
     let s = Setup::new();
-    sources(&s, 16);
+    common::remote::sources_with_random(&s, 16, 7);
     let bucket = s3.bucket();
     let mut cmd = s.backup();
     s3.configure(&mut cmd, &bucket, "/daily/");
@@ -181,7 +163,7 @@ fn s3_server_gone_mid_upload_leaves_no_object_and_no_open_upload() {
     let _serial = serial();
     let s3 = S3::from_env();
     let s = Setup::new();
-    sources(&s, 48);
+    common::remote::sources_with_random(&s, 48, 7);
     let bucket = s3.bucket();
     let proxy = Proxy::start(&s3.endpoint);
     let state = s.tmp.path().join("state");
@@ -190,17 +172,11 @@ fn s3_server_gone_mid_upload_leaves_no_object_and_no_open_upload() {
     cmd.env("AWS_ENDPOINT", format!("127.0.0.1:{}", proxy.port))
         .env("AWS_PART_SIZE", "5")
         .env("BACKUP_COMPRESSION", "none")
-        .env("BACKUP_STATE_DIR", &state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    // Kill the "server" once a few parts went up.
-    assert!(proxy.wait_for_upstream(12 << 20, Duration::from_secs(60)));
+        .env("BACKUP_STATE_DIR", &state);
     let port = proxy.port;
-    proxy.kill();
-    let out = child.wait_with_output().unwrap();
+    // Kill the "server" once a few parts went up.
+    let out = proxy.cut_during(&mut cmd, 12 << 20);
     let err = stderr(&out);
-    eprintln!("{err}");
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("storing the archive in S3 failed"), "{err}");
     // Local is complete; S3 has nothing under any name.
@@ -357,7 +333,7 @@ fn azure_round_trip_in_blocks_with_access_tier() {
     let _serial = serial();
     let azure = Azure::from_env();
     let s = Setup::new();
-    sources(&s, 6);
+    common::remote::sources_with_random(&s, 6, 7);
     let container = azure.container();
     let mut cmd = s.backup();
     azure.configure(&mut cmd, &container, "nightly");
@@ -471,7 +447,7 @@ fn azure_server_gone_mid_upload_commits_nothing() {
     let _serial = serial();
     let azure = Azure::from_env();
     let s = Setup::new();
-    sources(&s, 32);
+    common::remote::sources_with_random(&s, 32, 7);
     let container = azure.container();
     let authority = azure.endpoint.trim_start_matches("http://");
     let target = authority.split('/').next().unwrap().to_owned();
@@ -483,15 +459,9 @@ fn azure_server_gone_mid_upload_commits_nothing() {
         format!("http://127.0.0.1:{}/{{{{ .AccountName }}}}", proxy.port),
     )
     .env("AZURE_STORAGE_BLOCK_SIZE", "2")
-    .env("BACKUP_COMPRESSION", "none")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    assert!(proxy.wait_for_upstream(8 << 20, Duration::from_secs(60)));
-    proxy.kill();
-    let out = child.wait_with_output().unwrap();
+    .env("BACKUP_COMPRESSION", "none");
+    let out = proxy.cut_during(&mut cmd, 8 << 20);
     let err = stderr(&out);
-    eprintln!("{err}");
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("storing the archive in Azure failed"), "{err}");
     restore_and_compare(&s, &s.only_archive());
@@ -547,7 +517,7 @@ fn one_run_stores_the_same_archive_in_local_s3_and_azure() {
     let s3 = S3::from_env();
     let azure = Azure::from_env();
     let s = Setup::new();
-    sources(&s, 12);
+    common::remote::sources_with_random(&s, 12, 7);
     let bucket = s3.bucket();
     let container = azure.container();
     let mut cmd = s.backup();
@@ -581,7 +551,7 @@ fn sigterm_during_an_s3_upload_aborts_it() {
     let _serial = serial();
     let s3 = S3::from_env();
     let s = Setup::new();
-    sources(&s, 64);
+    common::remote::sources_with_random(&s, 64, 7);
     let bucket = s3.bucket();
     let proxy = Proxy::start(&s3.endpoint);
     let mut cmd = s.backup();

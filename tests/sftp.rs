@@ -6,17 +6,10 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use common::remote::Proxy;
+use common::remote::{Proxy, env, names_in, restore_and_compare, stdout, unique, write_old};
 use common::*;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with scripts/test, which starts sshd")
-    })
-}
 
 fn key(name: &str) -> PathBuf {
     Path::new(&env("DUNNAGE_TEST_SSH_KEYS")).join(name)
@@ -24,16 +17,6 @@ fn key(name: &str) -> PathBuf {
 
 fn root() -> PathBuf {
     env("DUNNAGE_TEST_SSH_ROOT").into()
-}
-
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
 }
 
 /// SFTP with the password, a folder of its own below the server's test folder, the
@@ -54,37 +37,12 @@ fn configure(s: &Setup, cmd: &mut Command, folder: &str) {
 }
 
 fn names(folder: &str) -> Vec<String> {
-    let Ok(dir) = fs::read_dir(root().join(folder)) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = dir
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn restore_and_compare(s: &Setup, archive: &Path) {
-    let dest = s.tmp.path().join("restored");
-    let _ = fs::remove_dir_all(&dest);
-    extract(archive, &dest);
-    assert_same_tree(&s.src, &dest, &[]);
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    names_in(&root().join(folder))
 }
 
 /// A file in the server's folder, modified `days` ago, owned by the SFTP user.
 fn put_old(path: &str, days: u64) {
-    let file = root().join(path);
-    fs::create_dir_all(file.parent().unwrap()).unwrap();
-    fs::write(&file, "old").unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    set_mtime(&file, now - days * 86_400);
+    write_old(&root().join(path), days);
     let top = root().join(path.split('/').next().unwrap());
     let status = Command::new("chown")
         .arg("-R")
@@ -305,16 +263,10 @@ fn server_gone_mid_upload_leaves_nothing_under_the_final_name() {
     let mut cmd = s.backup();
     configure(&s, &mut cmd, &folder);
     cmd.env("SSH_PORT", proxy.port.to_string())
-        .env("BACKUP_COMPRESSION", "none")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    assert!(proxy.wait_for_upstream(8 << 20, Duration::from_secs(60)));
+        .env("BACKUP_COMPRESSION", "none");
     let port = proxy.port;
-    proxy.kill();
-    let out = child.wait_with_output().unwrap();
+    let out = proxy.cut_during(&mut cmd, 8 << 20);
     let err = stderr(&out);
-    eprintln!("{err}");
     assert_eq!(out.status.code(), Some(1));
     assert!(err.contains("storing the archive in SSH failed"), "{err}");
     restore_and_compare(&s, &s.only_archive());

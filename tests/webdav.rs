@@ -4,23 +4,16 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::Command;
 
-use common::remote::Proxy;
+use common::remote::{Proxy, env, names_in, restore_and_compare, stdout, unique, write_old};
 use common::*;
 
 /// One of the two servers.
 struct Dav {
     url: String,
     root: PathBuf,
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with scripts/test, which starts the servers")
-    })
 }
 
 fn wsgidav() -> Dav {
@@ -37,17 +30,6 @@ fn apache() -> Dav {
     }
 }
 
-/// A folder name of its own for each test, so tests can share the servers.
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{prefix}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
 impl Dav {
     fn configure(&self, cmd: &mut Command, path: &str) {
         cmd.env("WEBDAV_URL", &self.url)
@@ -59,43 +41,18 @@ impl Dav {
 
     /// Names in a served folder, sorted (hidden ones included).
     fn names(&self, path: &str) -> Vec<String> {
-        let Ok(dir) = fs::read_dir(self.root.join(path)) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = dir
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+        names_in(&self.root.join(path))
     }
 
     /// A file in a served folder with a modification time `days` ago.
     fn put_old(&self, path: &str, days: u64) {
-        let file = self.root.join(path);
-        fs::create_dir_all(file.parent().unwrap()).unwrap();
-        fs::write(&file, "old").unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        set_mtime(&file, now - days * 86_400);
+        write_old(&self.root.join(path), days);
         // Apache's www-data must be able to delete it.
         let _ = Command::new("chown")
             .args(["-R", "www-data:www-data"])
             .arg(self.root.join(path.split('/').next().unwrap()))
             .status();
     }
-}
-
-fn restore_and_compare(s: &Setup, archive: &Path) {
-    let dest = s.tmp.path().join("restored");
-    let _ = fs::remove_dir_all(&dest);
-    extract(archive, &dest);
-    assert_same_tree(&s.src, &dest, &[]);
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn round_trip_folder_creation_and_pruning(dav: Dav) {
@@ -204,16 +161,10 @@ fn server_gone_mid_upload_leaves_nothing_under_the_final_name(dav: Dav) {
     let mut cmd = s.backup();
     dav.configure(&mut cmd, &folder);
     cmd.env("WEBDAV_URL", format!("http://127.0.0.1:{}/", proxy.port))
-        .env("BACKUP_COMPRESSION", "none")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    assert!(proxy.wait_for_upstream(8 << 20, Duration::from_secs(60)));
+        .env("BACKUP_COMPRESSION", "none");
     let port = proxy.port;
-    proxy.kill();
-    let out = child.wait_with_output().unwrap();
+    let out = proxy.cut_during(&mut cmd, 8 << 20);
     let err = stderr(&out);
-    eprintln!("{err}");
     assert_eq!(out.status.code(), Some(1));
     assert!(
         err.contains("storing the archive in WebDAV failed"),

@@ -18,19 +18,65 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn env(name: &str) -> String {
+/// A variable `scripts/with-servers` sets (a server's address, key or folder).
+pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the tests with scripts/test, which starts the servers")
     })
 }
 
-fn unique(prefix: &str) -> String {
+/// A name no other test of this run uses (buckets, folders).
+pub fn unique(prefix: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
         "{prefix}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     )
+}
+
+/// A rich source tree (see [`super::build_rich_tree`]) plus `mib` MiB of incompressible
+/// bytes, so that archives span several parts or chunks.
+pub fn sources_with_random(s: &super::Setup, mib: usize, seed: u64) {
+    super::build_rich_tree(&s.src);
+    let mut data = vec![0u8; mib << 20];
+    fastrand::Rng::with_seed(seed).fill(&mut data);
+    std::fs::write(s.src.join("random.bin"), data).unwrap();
+}
+
+/// Extracts `archive` (fetched from a destination) and compares it with the sources.
+pub fn restore_and_compare(s: &super::Setup, archive: &Path) {
+    let dest = s.tmp.path().join("restored");
+    let _ = std::fs::remove_dir_all(&dest);
+    super::extract(archive, &dest);
+    super::assert_same_tree(&s.src, &dest, &[]);
+}
+
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Names in a folder a server serves, sorted, hidden ones included; empty if missing.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Writes `path` with a modification time `days` ago.
+pub fn write_old(path: &Path, days: u64) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, "old").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    super::set_mtime(path, now - days * 86_400);
 }
 
 /// Runs a helper script of tests/servers with the venv's Python; returns its JSON output.
@@ -301,6 +347,22 @@ impl Proxy {
         }
         // Give the accept loop time to drop the listener.
         std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// Runs `cmd` (whose destination is reached through this proxy), kills the proxy once
+    /// `bytes` went upstream (mid-upload), and returns the run's output.
+    pub fn cut_during(&self, cmd: &mut Command, bytes: u64) -> std::process::Output {
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        assert!(
+            self.wait_for_upstream(bytes, Duration::from_secs(60)),
+            "the upload never started"
+        );
+        self.kill();
+        let out = child.wait_with_output().unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        out
     }
 
     /// Waits until at least `n` bytes went upstream.
