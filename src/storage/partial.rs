@@ -27,6 +27,19 @@ pub fn is_partial(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".partial")
 }
 
+/// Deletes, from `storage`, the unfinished uploads of this host among `names` (best
+/// effort: one that cannot be deleted now is tried again next time).
+pub async fn remove_ours(storage: &dyn super::Storage, names: impl IntoIterator<Item = String>) {
+    for name in names {
+        if is_ours(&name) && storage.delete(&name).await.is_ok() {
+            tracing::warn!(
+                "{}: removed {name}, left unfinished by an interrupted run",
+                storage.name()
+            );
+        }
+    }
+}
+
 /// This host's name as used in partial names (no dots, so names parse back).
 fn host_tag() -> String {
     let host = nix::unistd::gethostname()

@@ -221,16 +221,8 @@ impl WebDavStorage {
 
     /// Deletes unfinished uploads that runs of this host left (crash, lost connection).
     async fn remove_stale_partials(&self) {
-        let Ok(entries) = self.list_all().await else {
-            return;
-        };
-        for (entry, _) in entries {
-            if partial::is_ours(&entry.name) && self.delete(&entry.name).await.is_ok() {
-                tracing::warn!(
-                    "WebDAV: removed {}, left unfinished by an interrupted run",
-                    entry.name
-                );
-            }
+        if let Ok(entries) = self.list_all().await {
+            partial::remove_ours(self, entries.into_iter().map(|(e, _)| e.name)).await;
         }
     }
 }
