@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::config::duration::format_duration;
 use crate::docker::{self, Downtime, Engine, Phase};
 use crate::filename::FilenameError;
+use crate::notify::HealthCheck;
 use crate::prune::{self, PruneReport};
 use crate::schedule::lock;
 use crate::spool::{self, SpoolMode};
@@ -38,6 +39,8 @@ pub struct RunStats {
     pub warnings: Vec<String>,
     /// Why the run failed; `None` when it succeeded.
     pub error: Option<String>,
+    /// Health pings that could not be delivered (they never change the outcome).
+    pub pings_failed: usize,
 }
 
 impl RunStats {
@@ -107,7 +110,12 @@ pub async fn run_once(config: &Config) -> RunStats {
         containers: Vec::new(),
         warnings: Vec::new(),
         error: None,
+        pings_failed: 0,
     };
+    let health = config.healthcheck.clone().map(HealthCheck::new);
+    if let Some(h) = &health {
+        stats.pings_failed += usize::from(!h.started().await);
+    }
     match lock::acquire(&config.lock_file, config.lock_timeout).await {
         Err(e) => stats.error = Some(e.to_string()),
         Ok(held) => {
@@ -129,6 +137,10 @@ pub async fn run_once(config: &Config) -> RunStats {
         }
     }
     stats.took = clock.elapsed();
+    // After the lock is released: a slow monitoring service delays nobody's run.
+    if let Some(h) = &health {
+        stats.pings_failed += usize::from(!h.finished(&stats).await);
+    }
     log_summary(&stats);
     stats
 }
@@ -723,6 +735,9 @@ fn log_summary(s: &RunStats) {
         }
     }
     let _ = write!(line, "; {} warning(s)", s.warnings.len());
+    if s.pings_failed > 0 {
+        let _ = write!(line, "; {} health ping(s) not delivered", s.pings_failed);
+    }
     match &s.error {
         None => tracing::info!("{line}"),
         Some(e) => tracing::error!("{line}: {e}"),

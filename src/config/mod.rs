@@ -168,6 +168,8 @@ pub struct Config {
     pub sftp: Option<SftpConfig>,
     /// `DROPBOX_*`: the Dropbox destination, when its credentials are set.
     pub dropbox: Option<DropboxConfig>,
+    /// `BACKUP_HEALTHCHECK_URL`: where health pings go (secret: the URL is the key).
+    pub healthcheck: Option<reqwest::Url>,
     /// Things worth telling the user that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -255,6 +257,22 @@ impl Config {
         let webdav = p.webdav();
         let sftp = p.sftp(&docker.state_dir);
         let dropbox = p.dropbox();
+        let healthcheck =
+            p.optional("BACKUP_HEALTHCHECK_URL")
+                .and_then(|raw| match reqwest::Url::parse(&raw) {
+                    Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                        Some(url)
+                    }
+                    _ => {
+                        p.problem(
+                            "BACKUP_HEALTHCHECK_URL",
+                            &raw,
+                            "expected an http(s) URL such as https://hc-ping.com/<uuid> or \
+                         https://kuma.example/api/push/<token>",
+                        );
+                        None
+                    }
+                });
 
         let Parser {
             problems, warnings, ..
@@ -285,6 +303,7 @@ impl Config {
                 webdav,
                 sftp,
                 dropbox,
+                healthcheck,
                 warnings,
             }),
             _ => Err(ConfigError { problems, warnings }),
@@ -959,11 +978,16 @@ mod tests {
         assert!(err.to_string().contains("would not be encrypted"), "{err}");
         let c = config(&[
             ("NOTIFICATION_URLS", "generic://x"),
-            ("BACKUP_HEALTHCHECK_URL", "h"),
+            ("EMAIL_NOTIFICATION_RECIPIENT", "ops@example.org"),
+            ("BACKUP_HEALTHCHECK_URL", "https://hc-ping.example/0f1e"),
         ])
         .unwrap();
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("does not send notifications"));
+        assert!(c.healthcheck.is_some());
+        let err = config(&[("BACKUP_HEALTHCHECK_URL", "hc-ping.example/secret-uuid")]).unwrap_err();
+        assert_eq!(problem_vars(&err), ["BACKUP_HEALTHCHECK_URL"]);
+        assert!(!err.to_string().contains("secret-uuid"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub enum Feature {
     GoogleDrive,
     Encryption,
     Notifications,
+    HealthCheck,
 }
 
 impl Feature {
@@ -41,6 +42,7 @@ impl Feature {
                 | Feature::WebDav
                 | Feature::Sftp
                 | Feature::Dropbox
+                | Feature::HealthCheck
         )
     }
 
@@ -60,6 +62,7 @@ impl Feature {
             Feature::GoogleDrive => "the Google Drive destination",
             Feature::Encryption => "encryption",
             Feature::Notifications => "notifications",
+            Feature::HealthCheck => "health pings",
         }
     }
 }
@@ -243,7 +246,7 @@ pub static VARIABLES: &[VarSpec] = &[
     var("EMAIL_SMTP_PORT", Some("587"), Notifications),
     var("EMAIL_SMTP_USERNAME", None, Notifications),
     secret("EMAIL_SMTP_PASSWORD", Notifications),
-    key(secret("BACKUP_HEALTHCHECK_URL", Notifications)),
+    key(secret("BACKUP_HEALTHCHECK_URL", HealthCheck)),
 ];
 
 /// Prefixes of variables that are meant for dunnage: an unknown one is probably a typo.

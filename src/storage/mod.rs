@@ -16,7 +16,7 @@ pub mod parts;
 pub mod retry;
 pub mod s3;
 pub mod sftp;
-mod tls;
+pub(crate) mod tls;
 pub mod webdav;
 
 use std::io;
