@@ -51,7 +51,8 @@ impl PartPlan {
     }
 
     /// Bytes held at most: the parts uploading plus the one being filled.
-    pub fn peak_memory(&self, index: u64) -> u64 {
+    #[cfg(test)]
+    fn peak_memory(&self, index: u64) -> u64 {
         let size = self.size(index);
         size * (self.in_flight_for(size) as u64 + 1)
     }

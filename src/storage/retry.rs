@@ -46,15 +46,6 @@ impl RetryPolicy {
     }
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self::with_timeout(DEFAULT_TIMEOUT)
-    }
-}
-
-/// `BACKUP_RETRY_TIMEOUT`'s default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-
 impl RetryPolicy {
     /// Runs `op` until it succeeds, fails for good (`transient` says no), or the policy's
     /// retries or time are used up. For backends whose client has no retries of its own.
