@@ -124,13 +124,22 @@ fn args() -> Vec<OsString> {
 }
 
 fn init_logging() {
+    use dunnage::notify::capture::{CaptureLayer, RUN_SPAN};
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let print = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    // Each run's lines, kept for its notification whatever RUST_LOG says.
+    let capture = CaptureLayer.with_filter(tracing_subscriber::filter::filter_fn(|m| {
+        m.name() == RUN_SPAN || *m.level() <= tracing::Level::INFO
+    }));
+    tracing_subscriber::registry()
+        .with(print)
+        .with(capture)
         .init();
 }
 

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::config::duration::format_duration;
 use crate::docker::{self, Downtime, Engine, Phase};
 use crate::filename::FilenameError;
-use crate::notify::HealthCheck;
+use crate::notify::{self, HealthCheck, capture};
 use crate::prune::{self, PruneReport};
 use crate::schedule::lock;
 use crate::spool::{self, SpoolMode};
@@ -41,6 +41,8 @@ pub struct RunStats {
     pub error: Option<String>,
     /// Health pings that could not be delivered (they never change the outcome).
     pub pings_failed: usize,
+    /// Notification services that could not be reached (they never change the outcome).
+    pub notifications_failed: usize,
 }
 
 impl RunStats {
@@ -94,9 +96,17 @@ pub enum RunError {
     Internal(String),
 }
 
-/// One complete run: lock, backup, prune. Never fails as a function: the outcome, success or
-/// not, is in the returned stats, which are also logged as a summary.
+/// One complete run: lock, backup, prune, then health ping and notifications. Never fails as
+/// a function: the outcome, success or not, is in the returned stats, which are also logged
+/// as a summary.
 pub async fn run_once(config: &Config) -> RunStats {
+    use tracing::Instrument as _;
+    // The run's log lines are kept for its notification (see notify::capture).
+    let span = tracing::trace_span!(capture::RUN_SPAN, schedule = %config.name);
+    run_once_captured(config).instrument(span).await
+}
+
+async fn run_once_captured(config: &Config) -> RunStats {
     let started = Zoned::now().with_time_zone(config.time_zone.clone());
     let clock = Instant::now();
     let mut stats = RunStats {
@@ -111,6 +121,7 @@ pub async fn run_once(config: &Config) -> RunStats {
         warnings: Vec::new(),
         error: None,
         pings_failed: 0,
+        notifications_failed: 0,
     };
     let health = config.healthcheck.clone().map(HealthCheck::new);
     if let Some(h) = &health {
@@ -137,11 +148,33 @@ pub async fn run_once(config: &Config) -> RunStats {
         }
     }
     stats.took = clock.elapsed();
-    // After the lock is released: a slow monitoring service delays nobody's run.
-    if let Some(h) = &health {
-        stats.pings_failed += usize::from(!h.finished(&stats).await);
-    }
     log_summary(&stats);
+    // After the lock is released: a slow monitoring or chat service delays nobody's run.
+    let log = capture::current_log();
+    let ping = async {
+        match &health {
+            Some(h) => usize::from(!h.finished(&stats, &log).await),
+            None => 0,
+        }
+    };
+    let notification = async {
+        match &config.notifications {
+            Some(n) => notify::notify(n, &stats, config).await,
+            None => 0,
+        }
+    };
+    let (pings_failed, notifications_failed) = tokio::join!(ping, notification);
+    stats.pings_failed += pings_failed;
+    stats.notifications_failed = notifications_failed;
+    if pings_failed + notifications_failed > 0 {
+        tracing::warn!(
+            "[{}] {} health ping(s) and {} notification(s) not delivered (the run's outcome \
+             stands)",
+            stats.schedule,
+            pings_failed,
+            notifications_failed
+        );
+    }
     stats
 }
 
@@ -735,9 +768,6 @@ fn log_summary(s: &RunStats) {
         }
     }
     let _ = write!(line, "; {} warning(s)", s.warnings.len());
-    if s.pings_failed > 0 {
-        let _ = write!(line, "; {} health ping(s) not delivered", s.pings_failed);
-    }
     match &s.error {
         None => tracing::info!("{line}"),
         Some(e) => tracing::error!("{line}: {e}"),

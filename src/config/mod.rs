@@ -6,6 +6,7 @@
 //! each naming the variable, its value (redacted when secret) and what is allowed.
 
 pub mod duration;
+mod notifications;
 pub mod registry;
 mod remote;
 mod vars;
@@ -170,6 +171,8 @@ pub struct Config {
     pub dropbox: Option<DropboxConfig>,
     /// `BACKUP_HEALTHCHECK_URL`: where health pings go (secret: the URL is the key).
     pub healthcheck: Option<reqwest::Url>,
+    /// `NOTIFICATION_*` and the deprecated `EMAIL_*`: who hears about runs, when URLs are set.
+    pub notifications: Option<crate::notify::Settings>,
     /// Things worth telling the user that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -274,6 +277,8 @@ impl Config {
                     }
                 });
 
+        let notifications = p.notifications();
+
         let Parser {
             problems, warnings, ..
         } = p;
@@ -304,6 +309,7 @@ impl Config {
                 sftp,
                 dropbox,
                 healthcheck,
+                notifications,
                 warnings,
             }),
             _ => Err(ConfigError { problems, warnings }),
@@ -528,8 +534,7 @@ impl Parser<'_> {
     }
 
     /// Unknown names with our prefixes are warnings with a suggestion; a setting of a
-    /// feature this version does not have is a problem (destinations, encryption) or a
-    /// warning (notifications, Docker).
+    /// feature this version does not have (Google Drive, encryption) is a problem.
     fn check_names_and_features(&mut self) {
         let vars = self.vars;
         for name in vars.names() {
@@ -544,40 +549,28 @@ impl Parser<'_> {
             self.warnings
                 .push(format!("unknown variable {name} is ignored{hint}"));
         }
-        let mut warned = Vec::new();
         for spec in registry::VARIABLES {
             let set = vars.get(spec.name).is_some_and(|v| !v.is_empty());
             if !set || !spec.enables || spec.feature.available() {
                 continue;
             }
             let value = vars.get(spec.name).unwrap_or_default().to_owned();
-            match spec.feature {
-                Feature::Notifications => {
-                    if !warned.contains(&spec.feature) {
-                        warned.push(spec.feature);
-                        self.warnings.push(format!(
-                            "{} is set, but this version of dunnage does not send \
-                             notifications yet; failures are only logged",
-                            spec.name
-                        ));
-                    }
-                }
-                feature => self.problem(
+            let feature = spec.feature;
+            self.problem(
+                spec.name,
+                &value,
+                format!(
+                    "{} is not available in this version of dunnage; unset {} (the backup \
+                     would not be {} as configured)",
+                    feature.title(),
                     spec.name,
-                    &value,
-                    format!(
-                        "{} is not available in this version of dunnage; unset {} (the \
-                         backup would not be {} as configured)",
-                        feature.title(),
-                        spec.name,
-                        if feature == Feature::Encryption {
-                            "encrypted"
-                        } else {
-                            "stored"
-                        }
-                    ),
+                    if feature == Feature::Encryption {
+                        "encrypted"
+                    } else {
+                        "stored"
+                    }
                 ),
-            }
+            );
         }
     }
 
@@ -934,9 +927,17 @@ mod tests {
             ("NOTIFICATION_URLS", "smtp://user:hunter2@mail"),
         ])
         .unwrap_err();
-        assert_eq!(problem_vars(&err), ["GPG_PASSPHRASE_FILE"]);
+        // The smtp:// URL lacks from and to: reported, with the password hidden.
+        assert_eq!(
+            problem_vars(&err),
+            ["GPG_PASSPHRASE_FILE", "NOTIFICATION_URLS"]
+        );
         let text = err.to_string();
         assert!(text.contains("cannot read the file"), "{text}");
+        assert!(
+            text.contains("smtp://***@mail") && !text.contains("hunter2"),
+            "{text}"
+        );
 
         let c = config(&[("WEBDAV_PASSWORD", "hunter2"), ("BACKUP_SOURCES", "/data")]).unwrap();
         let described = c.describe();
@@ -964,7 +965,7 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_destinations_and_encryption_are_refused_notifications_warned() {
+    fn unavailable_destinations_and_encryption_are_refused() {
         let err = config(&[
             ("GOOGLE_DRIVE_CREDENTIALS_JSON", "{}"),
             ("AGE_PUBLIC_KEYS", "age1xyz"),
@@ -979,12 +980,29 @@ mod tests {
         let c = config(&[
             ("NOTIFICATION_URLS", "generic://x"),
             ("EMAIL_NOTIFICATION_RECIPIENT", "ops@example.org"),
+            ("EMAIL_SMTP_HOST", "mail.example.org"),
+            ("EMAIL_SMTP_PASSWORD", "hunter2"),
             ("BACKUP_HEALTHCHECK_URL", "https://hc-ping.example/0f1e"),
         ])
         .unwrap();
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("does not send notifications"));
+        assert!(c.warnings[0].contains("EMAIL_* variables are deprecated"));
+        let services = c.notifications.as_ref().unwrap().services();
+        assert_eq!(services.len(), 2);
+        assert_eq!(
+            services[1].redacted,
+            "smtp://***@mail.example.org:587/?from=noreply@nohost&to=ops@example.org"
+        );
         assert!(c.healthcheck.is_some());
+        let err = config(&[
+            ("EMAIL_NOTIFICATION_RECIPIENT", "ops@example.org"),
+            ("NOTIFICATION_LEVEL", "loud"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            problem_vars(&err),
+            ["EMAIL_SMTP_HOST", "NOTIFICATION_LEVEL"]
+        );
         let err = config(&[("BACKUP_HEALTHCHECK_URL", "hc-ping.example/secret-uuid")]).unwrap_err();
         assert_eq!(problem_vars(&err), ["BACKUP_HEALTHCHECK_URL"]);
         assert!(!err.to_string().contains("secret-uuid"), "{err}");

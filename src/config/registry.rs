@@ -27,7 +27,7 @@ pub enum Feature {
 impl Feature {
     /// Whether this version implements the feature. Settings of a missing destination or of
     /// encryption are refused (a backup believed to be off-site or encrypted must not be
-    /// silently local or plain); missing notifications and Docker support are warned about.
+    /// silently local or plain).
     pub fn available(self) -> bool {
         matches!(
             self,
@@ -43,6 +43,7 @@ impl Feature {
                 | Feature::Sftp
                 | Feature::Dropbox
                 | Feature::HealthCheck
+                | Feature::Notifications
         )
     }
 
@@ -236,6 +237,12 @@ pub static VARIABLES: &[VarSpec] = &[
     // Notifications
     key(secret("NOTIFICATION_URLS", Notifications)),
     var("NOTIFICATION_LEVEL", Some("error"), Notifications),
+    var("NOTIFICATION_CA_CERT", None, Notifications),
+    var(
+        "NOTIFICATION_TEMPLATES_DIR",
+        Some("/etc/dockervolumebackup/notifications.d"),
+        Notifications,
+    ),
     key(var("EMAIL_NOTIFICATION_RECIPIENT", None, Notifications)),
     var(
         "EMAIL_NOTIFICATION_SENDER",

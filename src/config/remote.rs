@@ -127,7 +127,7 @@ impl Parser<'_> {
     }
 
     /// A PEM certificate given inline or as a path, checked to hold at least one certificate.
-    fn certificate(&mut self, key: &str) -> Option<String> {
+    pub(super) fn certificate(&mut self, key: &str) -> Option<String> {
         let raw = self.optional(key)?;
         let pem = if raw.trim_start().starts_with("-----BEGIN") {
             raw.clone()

@@ -56,15 +56,20 @@ impl HealthCheck {
         self.send(self.with_suffix("start"), None).await
     }
 
-    /// The run ended: success when the backup is stored in every destination.
-    pub async fn finished(&self, stats: &RunStats) -> bool {
+    /// The run ended: success when the backup is stored in every destination. A failure
+    /// report ends with the tail of the run's `log`.
+    pub async fn finished(&self, stats: &RunStats, log: &str) -> bool {
         let ok = stats.complete();
         if self.kuma() {
             let mut url = self.url.clone();
             let msg = if ok {
                 "OK".to_owned()
             } else {
-                summary(stats).lines().next().unwrap_or("failed").to_owned()
+                summary(stats, "")
+                    .lines()
+                    .next()
+                    .unwrap_or("failed")
+                    .to_owned()
             };
             url.query_pairs_mut()
                 .append_pair("status", if ok { "up" } else { "down" })
@@ -74,7 +79,7 @@ impl HealthCheck {
         if ok {
             self.send(self.url.clone(), None).await
         } else {
-            self.send(self.with_suffix("fail"), Some(summary(stats)))
+            self.send(self.with_suffix("fail"), Some(summary(stats, log)))
                 .await
         }
     }
@@ -112,8 +117,9 @@ fn redacted(url: &Url) -> String {
     )
 }
 
-/// What went wrong, for the monitoring service: the error, then the warnings.
-fn summary(stats: &RunStats) -> String {
+/// What went wrong, for the monitoring service: the error, the warnings, then the end of
+/// the log (cut from the front to fit).
+fn summary(stats: &RunStats, log: &str) -> String {
     let mut text = String::new();
     if let Some(e) = &stats.error {
         text.push_str(&format!("[{}] backup failed: {e}\n", stats.schedule));
@@ -128,6 +134,15 @@ fn summary(stats: &RunStats) -> String {
     }
     for w in &stats.warnings {
         text.push_str(&format!("warning: {w}\n"));
+    }
+    if !log.is_empty() && text.len() < REPORT_LIMIT {
+        let room = REPORT_LIMIT - text.len();
+        let mut start = log.len().saturating_sub(room.saturating_sub(6));
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        text.push_str("\nlog:\n");
+        text.push_str(&log[start..]);
     }
     if text.len() > REPORT_LIMIT {
         let mut cut = REPORT_LIMIT;
