@@ -166,12 +166,12 @@ async fn run_once_captured(config: &Config) -> RunStats {
     let (pings_failed, notifications_failed) = tokio::join!(ping, notification);
     stats.pings_failed += pings_failed;
     stats.notifications_failed = notifications_failed;
-    if pings_failed + notifications_failed > 0 {
+    if stats.pings_failed + notifications_failed > 0 {
         tracing::warn!(
             "[{}] {} health ping(s) and {} notification(s) not delivered (the run's outcome \
              stands)",
             stats.schedule,
-            pings_failed,
+            stats.pings_failed,
             notifications_failed
         );
     }

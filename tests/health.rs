@@ -98,6 +98,11 @@ fn healthchecks_style_pings_start_then_success_or_fail_with_the_reason() {
         got[1].2.contains("backup failed") && got[1].2.contains("missing"),
         "{got:?}"
     );
+    // The report ends with the run's log lines.
+    assert!(
+        got[1].2.contains("\nlog:\n") && got[1].2.contains("msg=backing up"),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -137,10 +142,11 @@ fn a_monitoring_service_that_never_answers_does_not_fail_or_hold_the_run() {
     assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(0), "a good backup stays good");
     assert!(
-        stderr(&out).contains("2 health ping(s) not delivered"),
+        stderr(&out).contains("2 health ping(s) and 0 notification(s) not delivered"),
         "{}",
         stderr(&out)
     );
     assert_eq!(requests(&seen).len(), 2);
+    assert!(!stderr(&out).contains("/ping/slow"), "the URL is a secret");
     assert_eq!(s.archive_names().len(), 1);
 }

@@ -99,7 +99,8 @@ impl HealthCheck {
             Err(e) => {
                 tracing::warn!(
                     "health ping to {shown} failed: {}",
-                    crate::storage::error_chain(&e)
+                    // The URL's path is the secret: the error must not repeat it.
+                    crate::storage::error_chain(&e.without_url())
                 );
                 false
             }
