@@ -1,5 +1,6 @@
 //! `dunnage check`: is every configured destination reachable, readable and (with `--write`)
-//! writable? Reports one line per destination.
+//! writable? With `--notify`, does a test message reach every notification service? Reports
+//! one line per destination and service.
 
 use std::io::Write;
 
@@ -37,6 +38,36 @@ pub async fn check_destinations(config: &Config, write: bool, out: &mut impl Wri
             }
         };
         let _ = writeln!(out, "[{name}] {}: {line}", storage.name());
+    }
+    ok
+}
+
+/// Sends a test message to each notification service of `config`. Returns false when any
+/// could not be reached (true when none is configured).
+pub async fn check_notifications(config: &Config, out: &mut impl Write) -> bool {
+    let name = &config.name;
+    let Some(settings) = &config.notifications else {
+        let _ = writeln!(out, "[{name}] notifications: none configured");
+        return true;
+    };
+    let msg = crate::notify::Message {
+        title: format!("dunnage test notification: {name}"),
+        body: format!(
+            "This is a test sent by `dunnage check --notify` for schedule {name:?}. \
+             Notifications reach this service."
+        ),
+        outcome: crate::notify::Outcome::Success,
+    };
+    let mut ok = true;
+    for (service, result) in crate::notify::send_each(settings, &msg).await {
+        let line = match result {
+            Ok(()) => "OK: test message sent".to_owned(),
+            Err(e) => {
+                ok = false;
+                format!("FAILED: {e}")
+            }
+        };
+        let _ = writeln!(out, "[{name}] notify {service}: {line}");
     }
     ok
 }

@@ -45,6 +45,9 @@ enum Command {
         /// Also store a small test object, read it back and delete it.
         #[arg(long)]
         write: bool,
+        /// Also send a test message to every notification service.
+        #[arg(long)]
+        notify: bool,
         /// Only this conf.d file's schedule.
         #[arg(long, value_name = "NAME")]
         config: Option<String>,
@@ -85,9 +88,9 @@ fn main() -> ExitCode {
             print_config(&configs);
             ExitCode::SUCCESS
         }
-        Some(Command::Check { write, .. }) => {
+        Some(Command::Check { write, notify, .. }) => {
             println!("configuration OK: {} schedule(s)", configs.len());
-            runtime(move |_| check(configs, write))
+            runtime(move |_| check(configs, write, notify))
         }
         Some(Command::Backup { .. }) => runtime(|shutdown| backup(configs, shutdown)),
         Some(Command::Prune { dry_run, .. }) => runtime(move |_| prune(configs, dry_run)),
@@ -231,10 +234,13 @@ async fn scheduler(configs: Vec<Config>, shutdown: watch::Receiver<bool>) -> Exi
     ExitCode::SUCCESS
 }
 
-async fn check(configs: Vec<Config>, write: bool) -> ExitCode {
+async fn check(configs: Vec<Config>, write: bool, notify: bool) -> ExitCode {
     let mut ok = true;
     for config in &configs {
         ok &= dunnage::check::check_destinations(config, write, &mut std::io::stdout()).await;
+        if notify {
+            ok &= dunnage::check::check_notifications(config, &mut std::io::stdout()).await;
+        }
     }
     if ok {
         ExitCode::SUCCESS

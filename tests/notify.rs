@@ -634,6 +634,35 @@ fn undeliverable_notifications_are_logged_and_never_fail_a_good_backup() {
 }
 
 #[test]
+fn check_notify_sends_a_test_message_to_each_service() {
+    let rx = Receiver::start();
+    let s = setup();
+    let closed = free_port();
+    let urls = format!("discord://tok@1,generic+http://127.0.0.1:{closed}/x");
+    let cmd = rx.backup(&s, &urls, "error");
+    let mut check = same_env(&cmd, cmd.get_program());
+    check.args(["check", "--notify"]);
+    let out = run(&mut check);
+    assert_eq!(out.status.code(), Some(1), "one service is down");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("[default] notify Discord (discord://***@1): OK"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "[default] notify Generic webhook (generic+http://127.0.0.1:{closed}/***): FAILED: "
+        )),
+        "{text}"
+    );
+    let got = rx.requests();
+    assert_eq!(got.len(), 1);
+    let embed = &json_body(&got[0])["embeds"][0];
+    assert_eq!(embed["title"], "dunnage test notification: default");
+    assert!(s.archive_names().is_empty(), "check stores nothing");
+}
+
+#[test]
 fn bad_notification_urls_stop_the_start_with_the_url_redacted() {
     let s = setup();
     let out = run(s

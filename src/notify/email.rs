@@ -227,23 +227,8 @@ impl Smtp {
             .send(email)
             .await
             .map(|_| ())
-            .map_err(|e| describe(&e))
+            .map_err(|e| crate::storage::error_chain(&e))
     }
-}
-
-/// lettre's error with its causes, which say what the server answered.
-fn describe(e: &lettre::transport::smtp::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 fn mailbox(address: &str, name: Option<String>) -> Result<Mailbox, String> {

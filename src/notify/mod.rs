@@ -141,44 +141,47 @@ pub async fn notify(settings: &Settings, stats: &RunStats, config: &Config) -> u
     send_all(settings, &msg).await
 }
 
-/// Sends `msg` to every service at once, within [`DEADLINE`]. Returns the failures.
+/// Sends `msg` to every service at once, within [`DEADLINE`], logging each outcome.
+/// Returns how many failed.
 pub async fn send_all(settings: &Settings, msg: &Message) -> usize {
-    let services = settings.services();
-    if services.is_empty() {
-        return 0;
+    let results = send_each(settings, msg).await;
+    for (service, result) in &results {
+        match result {
+            Ok(()) => tracing::info!("notification sent to {service}"),
+            Err(e) => tracing::error!("notification to {service} failed: {e}"),
+        }
     }
+    results.iter().filter(|(_, r)| r.is_err()).count()
+}
+
+/// Sends `msg` to every service at once, within [`DEADLINE`]: for each, its name with the
+/// redacted URL, and the outcome.
+pub async fn send_each(settings: &Settings, msg: &Message) -> Vec<(String, Result<(), String>)> {
+    let services = settings.services();
+    let label = |s: &Service| format!("{} ({})", s.name(), s.redacted);
     let client = match client(settings.ca_cert.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("notifications not sent: {e}");
-            return services.len();
+            return services
+                .iter()
+                .map(|s| (label(s), Err(e.clone())))
+                .collect();
         }
     };
     let sends = services.iter().map(|s| {
         let client = &client;
         async move {
-            let title = s.title.clone();
             let mut msg = msg.clone();
-            if let Some(t) = title {
-                msg.title = t;
+            if let Some(t) = &s.title {
+                msg.title = t.clone();
             }
-            let outcome = tokio::time::timeout(DEADLINE, deliver(s, &msg, client, settings)).await;
-            let result = outcome
+            let result = tokio::time::timeout(DEADLINE, deliver(s, &msg, client, settings))
+                .await
                 .unwrap_or_else(|_| Err(format!("no answer within {}s", DEADLINE.as_secs())));
-            match &result {
-                Ok(()) => tracing::info!("notification sent to {} ({})", s.name(), s.redacted),
-                Err(e) => {
-                    tracing::error!("notification to {} ({}) failed: {e}", s.name(), s.redacted)
-                }
-            }
-            result.is_err()
+            (label(s), result)
         }
     });
-    futures_util::future::join_all(sends)
-        .await
-        .into_iter()
-        .filter(|failed| *failed)
-        .count()
+    futures_util::future::join_all(sends).await
 }
 
 fn client(ca_cert: Option<&str>) -> Result<reqwest::Client, String> {

@@ -358,12 +358,8 @@ impl Http {
                     "description": clip(&msg.body, 4000),
                     "color": color,
                 }]});
-                if let Some(u) = username {
-                    body["username"] = u.clone().into();
-                }
-                if let Some(a) = avatar {
-                    body["avatar_url"] = a.clone().into();
-                }
+                set(&mut body, "username", username);
+                set(&mut body, "avatar_url", avatar);
                 vec![Request::post_json(&url, &body)?]
             }
             Http::Generic {
@@ -463,15 +459,9 @@ impl Http {
                 icon,
             } => {
                 let mut body = json!({"text": titled(msg, "**")});
-                if let Some(u) = username {
-                    body["username"] = u.clone().into();
-                }
-                if let Some(c) = channel {
-                    body["channel"] = c.clone().into();
-                }
-                if let Some(i) = icon {
-                    body["icon_url"] = i.clone().into();
-                }
+                set(&mut body, "username", username);
+                set(&mut body, "channel", channel);
+                set(&mut body, "icon_url", icon);
                 vec![Request::post_json(
                     &format!("{base}/hooks/{}", percent(token)),
                     &body,
@@ -571,12 +561,8 @@ impl Http {
                 channel,
             } => {
                 let mut body = json!({"text": titled(msg, "*")});
-                if let Some(u) = username {
-                    body["alias"] = u.clone().into();
-                }
-                if let Some(c) = channel {
-                    body["channel"] = c.clone().into();
-                }
+                set(&mut body, "alias", username);
+                set(&mut body, "channel", channel);
                 let url = format!("{base}/hooks/{}/{}", percent(&tokens.0), percent(&tokens.1));
                 vec![Request::post_json(&url, &body)?]
             }
@@ -601,12 +587,8 @@ impl Http {
                     "text": msg.title,
                     "attachments": [{"text": msg.body, "color": color, "fallback": msg.title}],
                 });
-                if let Some(c) = channel {
-                    body["channel"] = c.clone().into();
-                }
-                if let Some(b) = botname {
-                    body["username"] = b.clone().into();
-                }
+                set(&mut body, "channel", channel);
+                set(&mut body, "username", botname);
                 if let Some(i) = icon {
                     let key = if i.starts_with("http://") || i.starts_with("https://") {
                         "icon_url"
@@ -615,9 +597,7 @@ impl Http {
                     };
                     body[key] = i.clone().into();
                 }
-                if let Some(t) = thread {
-                    body["thread_ts"] = t.clone().into();
-                }
+                set(&mut body, "thread_ts", thread);
                 match bot_token {
                     Some(token) => vec![
                         Request::post_json("https://slack.com/api/chat.postMessage", &body)?
@@ -728,6 +708,13 @@ pub(super) const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_A
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// Sets `key` in a JSON object when `value` is given.
+fn set(body: &mut Value, key: &str, value: &Option<String>) {
+    if let Some(v) = value {
+        body[key] = v.clone().into();
+    }
+}
 
 fn percent(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
