@@ -489,6 +489,8 @@ started={{ formatTime .Stats.StartTime }}
 containers={{ .Stats.Containers.Stopped }}/{{ .Stats.Containers.All }} storages={{ len .Stats.Storages }}
 prefix={{ .Config.BackupPruningPrefix }} secret=[{{ env "AWS_SECRET_ACCESS_KEY" }}]{{ .Config.AwsSecretAccessKey }}
 {{ if .Error }}error{{ else }}no error{{ end }}
+Log output was:
+{{ .Stats.LogOutput }}
 {{- end }}
 "#,
     )
@@ -528,6 +530,9 @@ prefix={{ .Config.BackupPruningPrefix }} secret=[{{ env "AWS_SECRET_ACCESS_KEY" 
     assert_eq!(lines[3], "containers=0/0 storages=1");
     assert!(lines[4].starts_with("prefix=backup- secret=[]"), "{body}");
     assert_eq!(lines[5], "no error");
+    assert_eq!(lines[6], "Log output was:");
+    assert!(lines[7].starts_with("time=20"), "{body}");
+    assert!(body.contains("level=INFO msg=backing up"), "{body}");
     assert!(!body.contains("s3cret"));
 
     // Failure: the override from the later file, and the default body (not defined).
