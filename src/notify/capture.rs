@@ -60,14 +60,23 @@ where
                 let mut text = buffer.0.lock().unwrap_or_else(|e| e.into_inner());
                 text.push_str(&line);
                 if text.len() > MAX_BYTES {
-                    let cut = text.len() - MAX_BYTES / 2;
-                    let cut = text[cut..].find('\n').map_or(cut, |i| cut + i + 1);
-                    text.replace_range(..cut, "[earlier lines cut]\n");
+                    cut_front(&mut text, MAX_BYTES / 2);
                 }
                 return;
             }
         }
     }
+}
+
+/// Keeps about the last `keep` bytes of `text`, from a line start, marking the cut. Log
+/// lines may hold any UTF-8 (file names), so the cut moves to a character boundary first.
+fn cut_front(text: &mut String, keep: usize) {
+    let mut cut = text.len().saturating_sub(keep);
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    let cut = text[cut..].find('\n').map_or(cut, |i| cut + i + 1);
+    text.replace_range(..cut, "[earlier lines cut]\n");
 }
 
 /// Writes the message, then other fields as `key=value`.
@@ -113,6 +122,19 @@ pub fn current_log() -> String {
 mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn long_logs_keep_their_last_whole_lines_whatever_the_characters() {
+        for shift in 0..4 {
+            let mut text = "é".repeat(shift) + &"ünïcödé line\n".repeat(40);
+            cut_front(&mut text, 100);
+            assert!(
+                text.starts_with("[earlier lines cut]\nünïcödé line\n"),
+                "{text}"
+            );
+            assert!(text.len() <= 100 + 40, "{}", text.len());
+        }
+    }
 
     #[test]
     fn events_inside_a_run_span_are_kept_per_run() {
