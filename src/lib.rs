@@ -1,21 +1,25 @@
 //! dunnage: a backup sidecar for containers.
 //!
-//! One run is a pipeline of small stages, each in its own module:
-//! `config` (environment, `_FILE`, conf.d -> [`config::Config`]) -> `schedule` (cron, jitter,
-//! lock) -> `run` (phases, stats) -> `docker` (stop/start labeled containers) -> `archive` (walk, tar, compress: a byte stream) ->
-//! `storage` (destinations: local, S3, Azure, WebDAV, SFTP, Dropbox; one fan-out, retries in
-//! one place) -> `prune` (retention policy over listings, then deletes) -> `notify` (health pings).
-//! `stream` is the bounded channel that carries the archive between the blocking archive
-//! stage and the async destinations.
+//! One run is a pipeline of small stages, each in its own module (see docs/architecture.md):
+//! `config` (environment, `_FILE`, conf.d -> [`config::Config`]) -> `commands` (backup,
+//! prune, check, recover, scheduler; one file each) -> `schedule` (cron, jitter, lock) and
+//! `docker` (stop/start labeled containers, hooks) -> `pipeline` (archive -> stream ->
+//! spool -> every destination) -> `storage` (one trait; local, S3, Azure, WebDAV, SFTP,
+//! Dropbox) -> `prune` (retention over listings) -> `report` (run results) -> `notify`.
+//! `net` (TLS, retry budget, error chains) and `stream` sit at the bottom.
 
 pub mod archive;
-pub mod check;
+pub mod commands;
 pub mod config;
 pub mod docker;
+pub mod duration;
 pub mod filename;
+pub mod net;
 pub mod notify;
+pub mod pipeline;
 pub mod prune;
-pub mod run;
+pub mod registry;
+pub mod report;
 pub mod schedule;
 pub mod spool;
 pub mod storage;

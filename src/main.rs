@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use dunnage::commands;
 use dunnage::config::{self, Config, Vars};
 use tokio::sync::watch;
 
@@ -90,11 +91,25 @@ fn main() -> ExitCode {
         }
         Some(Command::Check { write, notify, .. }) => {
             println!("configuration OK: {} schedule(s)", configs.len());
-            runtime(move |_| check(configs, write, notify))
+            runtime(move |_| async move {
+                exit(commands::check::run(&configs, write, notify, &mut std::io::stdout()).await)
+            })
         }
-        Some(Command::Backup { .. }) => runtime(|shutdown| backup(configs, shutdown)),
-        Some(Command::Prune { dry_run, .. }) => runtime(move |_| prune(configs, dry_run)),
-        None => runtime(|shutdown| scheduler(configs, shutdown)),
+        Some(Command::Backup { .. }) => {
+            runtime(|shutdown| async move { exit(commands::backup::run(&configs, shutdown).await) })
+        }
+        Some(Command::Prune { dry_run, .. }) => runtime(move |_| async move {
+            exit(commands::prune::run(&configs, dry_run, &mut std::io::stdout()).await)
+        }),
+        None => runtime(|shutdown| async move {
+            tracing::info!(
+                "dunnage scheduler started with {} schedule(s)",
+                configs.len()
+            );
+            let failed = commands::scheduler::run_forever(configs, shutdown).await;
+            tracing::info!("scheduler stopped ({failed} failed run(s) since start)");
+            ExitCode::SUCCESS
+        }),
     }
 }
 
@@ -130,7 +145,8 @@ fn init_logging() {
     use dunnage::notify::capture::{CaptureLayer, RUN_SPAN};
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // object_store's own retry lines are replaced by ours (storage::http_log).
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,object_store=warn"));
     let print = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
@@ -201,59 +217,8 @@ where
     code
 }
 
-async fn backup(configs: Vec<Config>, mut shutdown: watch::Receiver<bool>) -> ExitCode {
-    let mut failed = false;
-    for config in &configs {
-        tokio::select! {
-            // A destination that failed makes the command fail, even when others stored it.
-            stats = dunnage::run::run_once(config) => failed |= !stats.complete(),
-            () = dunnage::schedule::shutdown_requested(&mut shutdown) => {
-                tracing::error!("[{}] backup aborted; its unfinished archive was removed", config.name);
-                dunnage::run::recover_interrupted(
-                    config,
-                    dunnage::schedule::SHUTDOWN_RECOVERY_WAIT,
-                ).await;
-                return ExitCode::from(EXIT_FAILED);
-            }
-        }
-    }
-    if failed {
-        ExitCode::from(EXIT_FAILED)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-async fn scheduler(configs: Vec<Config>, shutdown: watch::Receiver<bool>) -> ExitCode {
-    tracing::info!(
-        "dunnage scheduler started with {} schedule(s)",
-        configs.len()
-    );
-    let failed = dunnage::schedule::run_forever(configs, shutdown).await;
-    tracing::info!("scheduler stopped ({failed} failed run(s) since start)");
-    ExitCode::SUCCESS
-}
-
-async fn check(configs: Vec<Config>, write: bool, notify: bool) -> ExitCode {
-    let mut ok = true;
-    for config in &configs {
-        ok &= dunnage::check::check_destinations(config, write, &mut std::io::stdout()).await;
-        if notify {
-            ok &= dunnage::check::check_notifications(config, &mut std::io::stdout()).await;
-        }
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILED)
-    }
-}
-
-async fn prune(configs: Vec<Config>, dry_run: bool) -> ExitCode {
-    let mut ok = true;
-    for config in &configs {
-        ok &= dunnage::run::prune_now(config, dry_run, &mut std::io::stdout()).await;
-    }
+/// 0 when `ok`, else the "failed" code.
+fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
     } else {

@@ -231,16 +231,16 @@ pub async fn apply(
         ..Default::default()
     };
     if let Some(why) = &plan.refused {
-        tracing::warn!("{}: {why}", storage.name());
+        tracing::warn!("{}: {why}", storage.backend());
     }
     for entry in plan.deletions() {
         match storage.delete(&entry.name).await {
             Ok(()) => {
-                tracing::info!("{}: pruned {}", storage.name(), entry.name);
+                tracing::info!("{}: pruned {}", storage.backend(), entry.name);
                 report.deleted.push(entry.name.clone());
             }
             Err(e) => {
-                tracing::error!("{}: could not prune {}: {e}", storage.name(), entry.name);
+                tracing::error!("{}: could not prune {}: {e}", storage.backend(), entry.name);
                 report.errors.push(format!("{}: {e}", entry.name));
             }
         }

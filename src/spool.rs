@@ -62,7 +62,7 @@ pub async fn write(
     // From here on the guard removes the file on every way out.
     let mut spool = SpoolFile { path, bytes: 0 };
     while let Some(chunk) = data.next().await {
-        let chunk = chunk.map_err(StorageError::Incomplete)?;
+        let chunk = chunk.map_err(StorageError::incomplete)?;
         file.write_all(&chunk)
             .await
             .map_err(|e| io("writing", &spool.path, e))?;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use dunnage::config::registry::VARIABLES;
+use dunnage::registry::VARIABLES;
 
 /// `name -> default cell` for every table row whose first cell is a backticked name.
 fn documented() -> BTreeMap<String, String> {

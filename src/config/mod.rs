@@ -5,9 +5,7 @@
 //! first bad value: every problem is collected and reported at once in a [`ConfigError`],
 //! each naming the variable, its value (redacted when secret) and what is allowed.
 
-pub mod duration;
 mod notifications;
-pub mod registry;
 mod remote;
 mod vars;
 
@@ -20,11 +18,12 @@ use jiff::tz::TimeZone;
 use crate::archive::Codec;
 use crate::docker::DockerConfig;
 use crate::filename::{self, FilenameTemplate};
+use crate::net::RetryPolicy;
 use crate::prune::Policy;
+use crate::registry::{self, Feature};
 use crate::schedule::cron::CronSchedule;
 use crate::spool::SpoolMode;
-use crate::storage::{AzureConfig, DropboxConfig, RetryPolicy, S3Config, SftpConfig, WebDavConfig};
-use registry::Feature;
+use crate::storage::{AzureConfig, Backend, DropboxConfig, S3Config, SftpConfig, WebDavConfig};
 pub use vars::{Origin, Vars, expand_vars};
 
 /// The archive name when `BACKUP_FILENAME` is unset (same as docker-volume-backup).
@@ -36,16 +35,6 @@ pub const DEFAULT_ZSTD_LEVEL: u32 = 3;
 /// Highest zstd level we accept: 20-22 ("ultra") need windows of 32-128 MiB per worker,
 /// which would break the fixed memory budget.
 pub const MAX_ZSTD_LEVEL: u32 = 19;
-/// Destination names accepted by `BACKUP_SKIP_BACKENDS_FROM_PRUNE` (case-insensitive).
-pub const BACKEND_NAMES: &[&str] = &[
-    "Local",
-    "S3",
-    "WebDAV",
-    "SSH",
-    "Azure",
-    "Dropbox",
-    "GoogleDrive",
-];
 /// The schedule name used when there is no conf.d folder.
 pub const DEFAULT_SCHEDULE: &str = "default";
 
@@ -149,8 +138,8 @@ pub struct Config {
     pub time_zone: TimeZone,
     /// `BACKUP_RETENTION_*`, `BACKUP_PRUNING_LEEWAY`, `BACKUP_PRUNING_PREFIX`.
     pub retention: Policy,
-    /// `BACKUP_SKIP_BACKENDS_FROM_PRUNE`, lower-cased.
-    pub skip_prune: Vec<String>,
+    /// `BACKUP_SKIP_BACKENDS_FROM_PRUNE`.
+    pub skip_prune: Vec<Backend>,
     /// `DOCKER_HOST`, the stop labels, `BACKUP_STOP_TIMEOUT`, `BACKUP_STATE_DIR`.
     pub docker: DockerConfig,
     /// `BACKUP_SPOOL`.
@@ -316,9 +305,24 @@ impl Config {
         }
     }
 
+    /// The destinations this schedule stores to, for [`crate::storage::open_all`].
+    pub fn targets(&self) -> crate::storage::Targets<'_> {
+        crate::storage::Targets {
+            schedule: &self.name,
+            archive_dir: &self.archive_dir,
+            s3: self.s3.as_ref(),
+            azure: self.azure.as_ref(),
+            webdav: self.webdav.as_ref(),
+            sftp: self.sftp.as_ref(),
+            dropbox: self.dropbox.as_ref(),
+            retry: self.retry.clone(),
+            state_dir: &self.docker.state_dir,
+        }
+    }
+
     /// Whether pruning is skipped for the destination called `backend` (e.g. `Local`).
-    pub fn skips_prune(&self, backend: &str) -> bool {
-        self.skip_prune.contains(&backend.to_ascii_lowercase())
+    pub fn skips_prune(&self, backend: Backend) -> bool {
+        self.skip_prune.contains(&backend)
     }
 
     /// Every known variable that is set or has a default, with its value (secrets redacted)
@@ -504,7 +508,7 @@ impl Parser<'_> {
 
     fn duration(&mut self, key: &str) -> Duration {
         let raw = self.string(key);
-        duration::parse_duration(&raw).unwrap_or_else(|why| {
+        crate::duration::parse_duration(&raw).unwrap_or_else(|why| {
             self.problem(
                 key,
                 &raw,
@@ -710,19 +714,23 @@ impl Parser<'_> {
         }
     }
 
-    fn skip_prune(&mut self) -> Vec<String> {
+    fn skip_prune(&mut self) -> Vec<Backend> {
         let raw = self.string("BACKUP_SKIP_BACKENDS_FROM_PRUNE");
         let mut names = Vec::new();
         for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            if BACKEND_NAMES.iter().any(|b| b.eq_ignore_ascii_case(item)) {
-                names.push(item.to_ascii_lowercase());
+            if let Some(backend) = Backend::parse(item) {
+                names.push(backend);
             } else {
                 self.problem(
                     "BACKUP_SKIP_BACKENDS_FROM_PRUNE",
                     &raw,
                     format!(
                         "unknown destination {item:?}; expected a comma list of {}",
-                        BACKEND_NAMES.join(", ")
+                        Backend::ALL
+                            .iter()
+                            .map(|b| b.reference_name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
             }
@@ -908,7 +916,11 @@ mod tests {
         assert_eq!(c.retention.leeway, Duration::from_secs(600));
         assert_eq!(c.retention.prefix, "shop-");
         assert_eq!((c.retention.keep_daily, c.retention.keep_monthly), (7, 12));
-        assert!(c.skips_prune("Local") && c.skips_prune("s3") && !c.skips_prune("WebDAV"));
+        assert!(
+            c.skips_prune(Backend::Local)
+                && c.skips_prune(Backend::S3)
+                && !c.skips_prune(Backend::WebDav)
+        );
         assert_eq!(
             config(&[("BACKUP_RETENTION_DAYS", "0")])
                 .unwrap()

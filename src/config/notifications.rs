@@ -75,8 +75,17 @@ impl Parser<'_> {
             self.problem("NOTIFICATION_TEMPLATES_DIR", &dir.display().to_string(), e);
             Templates::default()
         });
+        // What templates see as `.Config`: every variable that is not secret.
+        let values = crate::registry::VARIABLES
+            .iter()
+            .filter(|spec| !spec.secret)
+            .map(|spec| {
+                let value = self.vars.get(spec.name).or(spec.default).unwrap_or("");
+                (spec.name, value.to_owned())
+            })
+            .collect();
         match Settings::new(urls, level, ca_cert, templates) {
-            Ok(settings) => Some(settings),
+            Ok(settings) => Some(settings.with_config_values(values)),
             Err(errors) => {
                 for e in errors {
                     self.problem("NOTIFICATION_URLS", "(redacted)", e);

@@ -1,9 +1,10 @@
 //! Settings of the network destinations: `AWS_*` (S3), `AZURE_STORAGE_*` (Azure Blob),
 //! `WEBDAV_*`, `SSH_*` (SFTP) and `DROPBOX_*`.
 
+use crate::net::RetryPolicy;
 use crate::storage::{
-    ACCESS_TIERS, AzureConfig, AzureCredentials, DropboxConfig, HostKeyCheck, RetryPolicy,
-    S3Config, S3Credentials, SftpConfig, WebDavConfig, parse_connection_string, s3, sftp,
+    ACCESS_TIERS, AzureConfig, AzureCredentials, DropboxConfig, HostKeyCheck, S3Config,
+    S3Credentials, SftpConfig, WebDavConfig, parse_connection_string, s3, sftp,
 };
 
 use super::Parser;

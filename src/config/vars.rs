@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::Problem;
-use super::registry;
+use crate::registry;
 
 /// Where a value came from (shown by print-config).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
+use super::Message;
 use super::address::Parts;
-use super::services::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encryption {
@@ -227,7 +227,7 @@ impl Smtp {
             .send(email)
             .await
             .map(|_| ())
-            .map_err(|e| crate::storage::error_chain(&e))
+            .map_err(|e| crate::net::error_chain(&e))
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use crate::run::RunStats;
+use crate::report::RunStats;
 
 /// The longest a ping may take (a slow service must not hold up the next run).
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,7 +27,7 @@ pub struct HealthCheck {
 
 impl HealthCheck {
     pub fn new(url: Url) -> Self {
-        crate::storage::tls::install_provider();
+        crate::net::tls::install_provider();
         let client = reqwest::Client::builder()
             .timeout(PING_TIMEOUT)
             .build()
@@ -100,7 +100,7 @@ impl HealthCheck {
                 tracing::warn!(
                     "health ping to {shown} failed: {}",
                     // The URL's path is the secret: the error must not repeat it.
-                    crate::storage::error_chain(&e.without_url())
+                    crate::net::error_chain(&e.without_url())
                 );
                 false
             }
@@ -129,7 +129,7 @@ fn summary(stats: &RunStats, log: &str) -> String {
         if let Some(e) = &d.error {
             text.push_str(&format!(
                 "[{}] {}: storing failed: {e}\n",
-                stats.schedule, d.name
+                stats.schedule, d.backend
             ));
         }
     }

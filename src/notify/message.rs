@@ -16,9 +16,9 @@ use std::time::Duration;
 use gtmpl::{Context, FuncError, Template, Value};
 use jiff::Zoned;
 
-use super::services::{Message, Outcome};
-use crate::config::{Config, registry};
-use crate::run::RunStats;
+use super::Message;
+use crate::registry;
+use crate::report::{Outcome, RunStats};
 
 /// The template files of one schedule, read and checked when the configuration is loaded.
 #[derive(Debug, Clone, Default)]
@@ -69,8 +69,13 @@ impl Templates {
 
     /// The message for `stats`: the user's templates where they define one, our default
     /// text otherwise. A template that fails to render falls back to the default and says so.
-    pub fn render(&self, stats: &RunStats, config: &Config, log: &str) -> Message {
-        let outcome = outcome(stats);
+    pub fn render(
+        &self,
+        stats: &RunStats,
+        config_values: &[(&'static str, String)],
+        log: &str,
+    ) -> Message {
+        let outcome = stats.outcome();
         let default = Message {
             title: default_title(stats, outcome),
             body: default_body(stats, outcome, log),
@@ -80,7 +85,7 @@ impl Templates {
             return default;
         }
         let mut t = self.parsed();
-        let data = Context::from(data(stats, config, log));
+        let data = Context::from(data(stats, config_values, log));
         // A destination that failed while others stored the backup is a failure to
         // templates written for the reference, which knows no warnings.
         let kind = match outcome {
@@ -124,16 +129,6 @@ fn engine() -> Template {
     t.add_func("toPrettyJson", |a| json_fn(a, true));
     t.add_func("len", len);
     t
-}
-
-pub fn outcome(stats: &RunStats) -> Outcome {
-    if !stats.succeeded() {
-        Outcome::Failure
-    } else if !stats.complete() || !stats.warnings.is_empty() {
-        Outcome::Warning
-    } else {
-        Outcome::Success
-    }
 }
 
 fn one_arg<'a>(name: &str, args: &'a [Value]) -> Result<&'a Value, FuncError> {
@@ -331,14 +326,12 @@ fn map(pairs: Vec<(&str, Value)>) -> Value {
 }
 
 /// The template data, shaped as the reference's: `.Error`, `.Config`, `.Stats`.
-fn data(stats: &RunStats, config: &Config, log: &str) -> Value {
+fn data(stats: &RunStats, config_values: &[(&'static str, String)], log: &str) -> Value {
     let mut cfg = HashMap::new();
-    for spec in registry::VARIABLES {
-        if spec.secret {
-            continue;
+    for (name, value) in config_values {
+        if !secret_name(name) {
+            cfg.insert(go_field(name), Value::from(value.as_str()));
         }
-        let value = config.vars.get(spec.name).or(spec.default).unwrap_or("");
-        cfg.insert(go_field(spec.name), Value::from(value));
     }
     let size = stats
         .destinations
@@ -356,7 +349,7 @@ fn data(stats: &RunStats, config: &Config, log: &str) -> Value {
                 .as_ref()
                 .map_or((0, 0, 0), |p| (p.total, p.deleted.len(), p.errors.len()));
             (
-                d.name.to_owned(),
+                d.backend.reference_name().to_owned(),
                 map(vec![
                     ("Total", Value::from(total as u64)),
                     ("Pruned", Value::from(pruned as u64)),
@@ -407,7 +400,7 @@ fn data(stats: &RunStats, config: &Config, log: &str) -> Value {
                 ("Name", Value::from(name.clone())),
                 (
                     "FullPath",
-                    Value::from(config.archive_dir.join(&name).display().to_string()),
+                    Value::from(stats.archive_path.clone().unwrap_or_default()),
                 ),
                 ("Size", Value::from(size)),
             ]),
@@ -487,7 +480,7 @@ fn default_body(stats: &RunStats, outcome: Outcome, log: &str) -> String {
     if !stats.destinations.is_empty() {
         b.push_str("\nDestinations:\n");
         for d in &stats.destinations {
-            let _ = write!(b, "- {}: ", d.name);
+            let _ = write!(b, "- {}: ", d.backend);
             match (&d.stored, &d.error) {
                 (Some(s), _) => {
                     let _ = write!(b, "stored at {}", s.location);

@@ -20,13 +20,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::report::Outcome;
 pub use health::HealthCheck;
 pub use message::Templates;
-pub use services::{Message, Outcome, Service};
+pub use services::Service;
 
-use crate::config::Config;
-use crate::run::RunStats;
-use crate::storage::retry::RetryPolicy;
+/// What is sent: a title and a plain-text body.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub title: String,
+    pub body: String,
+    pub outcome: Outcome,
+}
+
+use crate::net::retry::RetryPolicy;
+use crate::report::RunStats;
 use services::{Check, Kind, Request};
 
 /// The longest one request to a notification service may take.
@@ -76,6 +84,8 @@ pub struct Settings {
     /// `NOTIFICATION_CA_CERT`: PEM of a private CA, trusted besides the system's.
     pub ca_cert: Option<String>,
     pub templates: Templates,
+    /// The schedule's variables that are not secret, with their values (templates' `.Config`).
+    config_values: Vec<(&'static str, String)>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -118,7 +128,14 @@ impl Settings {
             level,
             ca_cert,
             templates,
+            config_values: Vec::new(),
         })
+    }
+
+    /// The same settings with the schedule's non-secret variables for templates.
+    pub fn with_config_values(mut self, values: Vec<(&'static str, String)>) -> Settings {
+        self.config_values = values;
+        self
     }
 
     pub fn services(&self) -> Vec<Service> {
@@ -131,13 +148,14 @@ impl Settings {
 
 /// Sends the run's notification when its level asks for one. Returns how many services
 /// could not be reached (0 when nothing was due).
-pub async fn notify(settings: &Settings, stats: &RunStats, config: &Config) -> usize {
-    let outcome = message::outcome(stats);
-    if !settings.level.wants(outcome) {
+pub async fn notify(settings: &Settings, stats: &RunStats) -> usize {
+    if !settings.level.wants(stats.outcome()) {
         return 0;
     }
     let log = capture::current_log();
-    let msg = settings.templates.render(stats, config, &log);
+    let msg = settings
+        .templates
+        .render(stats, &settings.config_values, &log);
     send_all(settings, &msg).await
 }
 
@@ -185,7 +203,7 @@ pub async fn send_each(settings: &Settings, msg: &Message) -> Vec<(String, Resul
 }
 
 fn client(ca_cert: Option<&str>) -> Result<reqwest::Client, String> {
-    crate::storage::tls::install_provider();
+    crate::net::tls::install_provider();
     let mut builder = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .user_agent(concat!("dunnage/", env!("CARGO_PKG_VERSION")));
@@ -281,7 +299,7 @@ async fn attempt(client: &reqwest::Client, r: &Request) -> Result<serde_json::Va
     }
     let response = req.send().await.map_err(|e| SendError {
         // The URL may hold a token: say what failed without it.
-        message: crate::storage::error_chain(&e.without_url()),
+        message: crate::net::error_chain(&e.without_url()),
         transient: true,
     })?;
     let status = response.status();

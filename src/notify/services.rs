@@ -8,23 +8,7 @@ use serde_json::{Map, Value, json};
 use super::address::{Options, Parts};
 use super::email::Smtp;
 
-/// How a run ended, as far as notifications are concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
-    Success,
-    /// Stored, but something needs attention (a destination failed, a prune was refused,
-    /// files changed while read).
-    Warning,
-    Failure,
-}
-
-/// What is sent: a title and a plain-text body.
-#[derive(Debug, Clone)]
-pub struct Message {
-    pub title: String,
-    pub body: String,
-    pub outcome: Outcome,
-}
+use super::{Message, Outcome};
 
 /// One entry of `NOTIFICATION_URLS`.
 pub struct Service {

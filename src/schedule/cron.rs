@@ -7,7 +7,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use jiff::Zoned;
 
-use crate::config::duration::{format_duration, parse_duration};
+use crate::duration::{format_duration, parse_duration};
 
 #[derive(Debug, Clone)]
 enum Cadence {

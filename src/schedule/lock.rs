@@ -66,7 +66,7 @@ pub async fn acquire(path: &Path, timeout: Duration) -> Result<RunLock, LockErro
         if !logged {
             tracing::info!(
                 "another backup is running; waiting up to {} for the lock {}",
-                crate::config::duration::format_duration(timeout),
+                crate::duration::format_duration(timeout),
                 path.display()
             );
             logged = true;

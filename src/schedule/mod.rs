@@ -1,8 +1,6 @@
-//! The foreground scheduler: every schedule on its cron expression, with jitter, all runs
-//! serialised by one lock (shared with one-shot `backup` and other processes).
-//!
-//! Shutdown (SIGTERM/SIGINT): no new runs start; a running backup is aborted, which removes
-//! its unfinished upload, so no partial archive is left behind.
+//! Time for the scheduler: cron expressions and jitter (`cron`), the run lock shared by every
+//! process (`lock`), sleeping until a wall-clock time, and shutdown requests. The loop that
+//! uses them is the `scheduler` command.
 
 pub mod cron;
 pub mod lock;
@@ -11,9 +9,6 @@ use std::time::Duration;
 
 use jiff::Zoned;
 use tokio::sync::watch;
-
-use crate::config::Config;
-use crate::run;
 
 /// How long shutdown waits for the lock to restart containers of an aborted run (Docker
 /// kills a container 10 s after SIGTERM by default).
@@ -29,75 +24,8 @@ pub async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// Runs every schedule until `shutdown` turns true. Returns the number of failed runs.
-pub async fn run_forever(configs: Vec<Config>, shutdown: watch::Receiver<bool>) -> usize {
-    let tasks: Vec<_> = configs
-        .into_iter()
-        .map(|config| tokio::spawn(schedule_loop(config, shutdown.clone())))
-        .collect();
-    let mut failed = 0;
-    for task in tasks {
-        failed += task.await.unwrap_or(1);
-    }
-    failed
-}
-
-async fn schedule_loop(config: Config, mut shutdown: watch::Receiver<bool>) -> usize {
-    // Containers a crashed earlier process left stopped go back up now, not at the next run.
-    tokio::select! {
-        () = run::recover_interrupted(&config, config.lock_timeout) => {}
-        () = shutdown_requested(&mut shutdown) => return 0,
-    }
-    let mut rng = fastrand::Rng::new();
-    let mut failed = 0;
-    let mut base = Zoned::now().with_time_zone(config.time_zone.clone());
-    loop {
-        let Some(next) = config.cron.next_after(&base) else {
-            tracing::info!(
-                "[{}] {} never fires; this schedule is idle",
-                config.name,
-                config.cron.describe()
-            );
-            shutdown_requested(&mut shutdown).await;
-            return failed;
-        };
-        tracing::info!(
-            "[{}] next run at {} ({})",
-            config.name,
-            next.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            config.cron.describe()
-        );
-        if !sleep_until(&next, &mut shutdown).await {
-            return failed;
-        }
-        let delay = cron::jitter(config.jitter, &mut rng);
-        if !delay.is_zero() {
-            tracing::info!("[{}] waiting {delay:?} of jitter", config.name);
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = shutdown_requested(&mut shutdown) => return failed,
-            }
-        }
-        tokio::select! {
-            stats = run::run_once(&config) => {
-                if !stats.succeeded() {
-                    failed += 1;
-                }
-            }
-            () = shutdown_requested(&mut shutdown) => {
-                tracing::warn!("[{}] shutdown: the running backup was aborted", config.name);
-                run::recover_interrupted(&config, SHUTDOWN_RECOVERY_WAIT).await;
-                return failed + 1;
-            }
-        }
-        // Fire times missed while the run went on are skipped, not run back to back.
-        let now = Zoned::now().with_time_zone(config.time_zone.clone());
-        base = if now > next { now } else { next };
-    }
-}
-
 /// Sleeps until the wall clock reaches `when`; false when shutdown came first.
-async fn sleep_until(when: &Zoned, shutdown: &mut watch::Receiver<bool>) -> bool {
+pub async fn sleep_until(when: &Zoned, shutdown: &mut watch::Receiver<bool>) -> bool {
     loop {
         let now = jiff::Timestamp::now();
         let left = when.timestamp().duration_since(now);

@@ -13,8 +13,8 @@ use object_store::{Attribute, Attributes, ClientOptions};
 
 use super::object::{ObjectFolder, StoreBegin};
 use super::parts::PartPlan;
-use super::retry::RetryPolicy;
 use super::{Storage, StorageError};
+use crate::net::RetryPolicy;
 
 /// Azure's limits: blocks per blob, and the largest block.
 pub const MAX_BLOCKS: u64 = 50_000;
@@ -126,7 +126,7 @@ pub fn parse_connection_string(text: &str) -> Result<ConnectionString, String> {
 
 /// The Azure destination for `config`.
 pub fn connect(config: &AzureConfig, retry: RetryPolicy) -> Result<Box<dyn Storage>, StorageError> {
-    super::tls::install_provider();
+    crate::net::tls::install_provider();
     let display = format!(
         "azure://{}/{}/{}",
         config.account, config.container, config.folder
@@ -136,7 +136,7 @@ pub fn connect(config: &AzureConfig, retry: RetryPolicy) -> Result<Box<dyn Stora
     let fail = |e: object_store::Error| {
         StorageError::io(
             format!("connecting to {display}"),
-            io::Error::other(super::error_chain(&e)),
+            io::Error::other(crate::net::error_chain(&e)),
         )
     };
     let options = ClientOptions::new().with_allow_http(config.endpoint.starts_with("http://"));
@@ -145,7 +145,10 @@ pub fn connect(config: &AzureConfig, retry: RetryPolicy) -> Result<Box<dyn Stora
         .with_container_name(&config.container)
         .with_endpoint(config.endpoint.clone())
         .with_client_options(options)
-        .with_retry(retry.object_store());
+        .with_retry(retry.object_store())
+        .with_http_connector(super::http_log::LoggingConnector {
+            label: retry.label.clone(),
+        });
     builder = match &config.credentials {
         AzureCredentials::AccountKey(key) => builder.with_access_key(key),
         AzureCredentials::SharedAccessSignature(sas) => builder.with_config(
@@ -160,7 +163,7 @@ pub fn connect(config: &AzureConfig, retry: RetryPolicy) -> Result<Box<dyn Stora
         attributes.insert(Attribute::StorageClass, tier.clone().into());
     }
     Ok(Box::new(ObjectFolder {
-        name: "Azure",
+        backend: super::Backend::Azure,
         store: store.clone(),
         begin: Box::new(StoreBegin(store)),
         folder: config.folder.clone(),

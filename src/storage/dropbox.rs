@@ -21,8 +21,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use super::retry::RetryPolicy;
-use super::{Entry, Storage, StorageError, Stored};
+use super::{Entry, ErrorKind, Storage, StorageError, Stored};
+use crate::net::RetryPolicy;
 use crate::stream::ByteStream;
 
 /// Bytes per appended chunk (a multiple of 4 MiB).
@@ -74,7 +74,7 @@ enum DbxError {
 impl fmt::Display for DbxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DbxError::Http(e) => f.write_str(&super::error_chain(e)),
+            DbxError::Http(e) => f.write_str(&crate::net::error_chain(e)),
             DbxError::Expired => f.write_str("the access token expired"),
             DbxError::RateLimited(wait) => {
                 write!(f, "rate limited (retry after {}s)", wait.as_secs())
@@ -307,19 +307,25 @@ fn joined(e: tokio::task::JoinError) -> DbxError {
 }
 
 fn dbx(what: impl Into<String>, e: DbxError) -> StorageError {
-    StorageError::io(what, io::Error::other(e.to_string()))
+    let kind = match &e {
+        DbxError::Http(e) => super::error::kind_of_request(e),
+        DbxError::Expired | DbxError::RateLimited(_) => ErrorKind::Transient,
+        DbxError::Status { route, .. } if route.contains("oauth2") => ErrorKind::Denied,
+        DbxError::Status { status, .. } => super::error::kind_of_status(status.as_u16()),
+    };
+    StorageError::new(kind, what, e.to_string())
 }
 
 impl DropboxStorage {
     pub fn new(config: &DropboxConfig, retry: RetryPolicy) -> Result<Self, StorageError> {
-        super::tls::install_provider();
+        crate::net::tls::install_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| {
                 StorageError::io(
                     "setting up Dropbox",
-                    io::Error::other(super::error_chain(&e)),
+                    io::Error::other(crate::net::error_chain(&e)),
                 )
             })?;
         Ok(Self {
@@ -359,8 +365,8 @@ impl DropboxStorage {
 
 #[async_trait]
 impl Storage for DropboxStorage {
-    fn name(&self) -> &'static str {
-        "Dropbox"
+    fn backend(&self) -> super::Backend {
+        super::Backend::Dropbox
     }
 
     async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
@@ -398,7 +404,7 @@ impl Storage for DropboxStorage {
             while buf.len() < CHUNK {
                 match data.next().await {
                     Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                    Some(Err(e)) => return Err(StorageError::Incomplete(e)),
+                    Some(Err(e)) => return Err(StorageError::incomplete(e)),
                     None => {
                         ended = true;
                         break;
@@ -552,11 +558,9 @@ impl Storage for DropboxStorage {
             .call("files/download", Call::Download(json!({"path": path})))
             .await
             .map_err(|e| dbx(format!("reading dropbox:{path}"), e))?;
-        Ok(Box::pin(
-            response
-                .bytes_stream()
-                .map_err(|e| io::Error::other(super::error_chain(&e))),
-        ))
+        Ok(Box::pin(response.bytes_stream().map_err(|e| {
+            io::Error::other(crate::net::error_chain(&e))
+        })))
     }
 }
 

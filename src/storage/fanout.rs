@@ -116,7 +116,7 @@ mod tests {
         let dests: Vec<&dyn Storage> = stores.iter().map(|s| s as &dyn Storage).collect();
         let results = put_all(&dests, "a.tar", source(data(), true)).await;
         for (dir, result) in dirs.iter().zip(results) {
-            assert!(matches!(result, Err(StorageError::Incomplete(_))));
+            assert!(matches!(result, Err(e) if e.kind() == crate::storage::ErrorKind::Incomplete));
             assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         }
     }

@@ -98,8 +98,8 @@ impl LocalStorage {
 
 #[async_trait]
 impl Storage for LocalStorage {
-    fn name(&self) -> &'static str {
-        "Local"
+    fn backend(&self) -> super::Backend {
+        super::Backend::Local
     }
 
     async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
@@ -119,7 +119,7 @@ impl Storage for LocalStorage {
         // Each chunk is written on a blocking thread while the next one is being produced.
         let mut writer = DurableWriter::new(file);
         while let Some(chunk) = data.next().await {
-            let chunk = chunk.map_err(StorageError::Incomplete)?;
+            let chunk = chunk.map_err(StorageError::incomplete)?;
             writer = tokio::task::spawn_blocking(move || writer.write(&chunk).map(|()| writer))
                 .await
                 .map_err(|e| write_err(io::Error::other(e)))?

@@ -6,70 +6,37 @@
 //! under that name.
 
 pub mod azure;
+mod backend;
 pub mod cleanup;
 pub mod dropbox;
+mod error;
 mod fanout;
+mod http_log;
 mod local;
 mod object;
+mod open;
 mod partial;
 pub mod parts;
-pub mod retry;
 pub mod s3;
 pub mod sftp;
-pub(crate) mod tls;
 pub mod webdav;
-
-use std::io;
 
 use async_trait::async_trait;
 
 pub use azure::{
     ACCESS_TIERS, AzureConfig, AzureCredentials, ConnectionString, parse_connection_string,
 };
+pub use backend::Backend;
 pub use dropbox::{DropboxConfig, DropboxStorage};
+pub use error::{ErrorKind, StorageError};
 pub use fanout::put_all;
 pub use local::LocalStorage;
-pub use retry::RetryPolicy;
+pub use open::{Targets, open_all};
 pub use s3::{S3Config, S3Credentials, S3Storage};
 pub use sftp::{HostKeyCheck, SftpConfig, SftpStorage};
 pub use webdav::{WebDavConfig, WebDavStorage};
 
 use crate::stream::ByteStream;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// The archive stream reported an error: the producer failed, the upload was discarded.
-    #[error("the archive was not complete: {0}")]
-    Incomplete(io::Error),
-    /// The destination itself failed; `what` says which operation on which object.
-    #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
-}
-
-impl StorageError {
-    pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
-        StorageError::Io {
-            what: what.into(),
-            source,
-        }
-    }
-}
-
-/// An error with its causes, `outer: cause: root cause`, leaving out causes the message
-/// already contains (HTTP clients often say only "error sending request" at the top).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
-}
 
 /// One backup in a destination's folder, as `list` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,8 +57,8 @@ pub struct Stored {
 
 #[async_trait]
 pub trait Storage: Send + Sync {
-    /// The backend's name as users write it in `BACKUP_SKIP_BACKENDS_FROM_PRUNE`.
-    fn name(&self) -> &'static str;
+    /// Which kind of destination this is.
+    fn backend(&self) -> Backend;
 
     /// Stores `data` under `name`, atomically: the name appears only once all of it is stored.
     async fn put(&self, name: &str, data: ByteStream) -> Result<Stored, StorageError>;

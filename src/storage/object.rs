@@ -21,7 +21,7 @@ use object_store::{
 use tokio::task::JoinSet;
 
 use super::parts::PartPlan;
-use super::{Entry, Storage, StorageError, Stored, cleanup};
+use super::{Entry, ErrorKind, Storage, StorageError, Stored, cleanup};
 use crate::stream::ByteStream;
 
 /// Starts multipart uploads. S3 supplies its own (to remember uploads it could not abort);
@@ -55,8 +55,8 @@ impl Begin for StoreBegin {
 
 /// One folder of a bucket or container: a destination.
 pub(super) struct ObjectFolder {
-    /// The destination's name (`S3`, `Azure`).
-    pub name: &'static str,
+    /// Which destination this is (S3 or Azure).
+    pub backend: super::Backend,
     pub store: Arc<dyn ObjectStore>,
     pub begin: Box<dyn Begin>,
     /// The folder inside the bucket, empty for its root; no leading or trailing slash.
@@ -127,7 +127,35 @@ pub(super) fn content_type(name: &str) -> &'static str {
 }
 
 fn remote(what: impl Into<String>, e: object_store::Error) -> StorageError {
-    StorageError::io(what, io::Error::other(super::error_chain(&e)))
+    use object_store::Error as E;
+    let kind = match &e {
+        E::NotFound { .. } => ErrorKind::NotFound,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::Denied,
+        _ if is_transient(&e) => ErrorKind::Transient,
+        _ => ErrorKind::Other,
+    };
+    StorageError::new(kind, what, crate::net::error_chain(&e))
+}
+
+/// Whether an object-store error may pass: its HTTP client gave up on a connection, a
+/// timeout or a 5xx/429 answer.
+fn is_transient(e: &object_store::Error) -> bool {
+    let text = crate::net::error_chain(e).to_ascii_lowercase();
+    [
+        "connect",
+        "timed out",
+        "timeout",
+        "connection",
+        "error sending request",
+        "server error",
+        "429",
+        "500",
+        "502",
+        "503",
+        "504",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
 }
 
 impl ObjectFolder {
@@ -146,8 +174,8 @@ impl ObjectFolder {
 
 #[async_trait]
 impl Storage for ObjectFolder {
-    fn name(&self) -> &'static str {
-        self.name
+    fn backend(&self) -> super::Backend {
+        self.backend
     }
 
     async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
@@ -175,7 +203,7 @@ impl Storage for ObjectFolder {
                 Ok(chunk) => chunk,
                 Err(e) => {
                     uploading.abort_all();
-                    return fail(open, StorageError::Incomplete(e)).await;
+                    return fail(open, StorageError::incomplete(e)).await;
                 }
             };
             part_len += chunk.len() as u64;

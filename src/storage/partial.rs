@@ -34,7 +34,7 @@ pub async fn remove_ours(storage: &dyn super::Storage, names: impl IntoIterator<
         if is_ours(&name) && storage.delete(&name).await.is_ok() {
             tracing::warn!(
                 "{}: removed {name}, left unfinished by an interrupted run",
-                storage.name()
+                storage.backend()
             );
         }
     }

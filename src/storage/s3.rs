@@ -22,8 +22,8 @@ use object_store::{
 
 use super::object::{Begin, ObjectFolder};
 use super::parts::PartPlan;
-use super::retry::RetryPolicy;
 use super::{Entry, Storage, StorageError, Stored};
+use crate::net::RetryPolicy;
 use crate::stream::ByteStream;
 
 /// AWS's own endpoint, `AWS_ENDPOINT`'s default.
@@ -134,7 +134,7 @@ impl S3Storage {
         let fail = |e: object_store::Error| {
             StorageError::io(
                 format!("connecting to {display}"),
-                io::Error::other(super::error_chain(&e)),
+                io::Error::other(crate::net::error_chain(&e)),
             )
         };
         let aws = config.endpoint == AWS_ENDPOINT && config.proto == "https";
@@ -145,7 +145,7 @@ impl S3Storage {
                 .unwrap_or_else(|| "us-east-1".into()),
             None => "us-east-1".into(),
         };
-        super::tls::install_provider();
+        crate::net::tls::install_provider();
         let mut options = ClientOptions::new().with_allow_http(config.proto == "http");
         if config.insecure {
             options = options.with_allow_invalid_certificates(true);
@@ -162,7 +162,10 @@ impl S3Storage {
             // Over TLS the payload's integrity is TLS's job: skip hashing every part for the
             // signature, as the reference's client does. Plain HTTP keeps signed payloads.
             .with_unsigned_payload(config.proto == "https")
-            .with_retry(retry.object_store());
+            .with_retry(retry.object_store())
+            .with_http_connector(super::http_log::LoggingConnector {
+                label: retry.label.clone(),
+            });
         if aws {
             builder = builder.with_virtual_hosted_style_request(true);
         } else {
@@ -196,7 +199,7 @@ impl S3Storage {
         Ok(Self {
             store: store.clone(),
             folder: ObjectFolder {
-                name: "S3",
+                backend: super::Backend::S3,
                 store: store.clone(),
                 begin: Box::new(S3Begin {
                     store,
@@ -220,7 +223,7 @@ impl S3Storage {
 /// Asks AWS where the bucket lives: every answer about a bucket, even a refusal, carries
 /// its region in a header.
 async fn bucket_region(bucket: &str) -> Option<String> {
-    super::tls::install_provider();
+    crate::net::tls::install_provider();
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
@@ -240,8 +243,8 @@ async fn bucket_region(bucket: &str) -> Option<String> {
 
 #[async_trait]
 impl Storage for S3Storage {
-    fn name(&self) -> &'static str {
-        "S3"
+    fn backend(&self) -> super::Backend {
+        super::Backend::S3
     }
 
     async fn put(&self, name: &str, data: ByteStream) -> Result<Stored, StorageError> {

@@ -21,8 +21,8 @@ use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::OpenFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::retry::RetryPolicy;
-use super::{Entry, Storage, StorageError, Stored, partial};
+use super::{Entry, ErrorKind, Storage, StorageError, Stored, partial};
+use crate::net::RetryPolicy;
 use crate::stream::ByteStream;
 
 /// The file in `BACKUP_STATE_DIR` with host keys trusted on first use.
@@ -217,6 +217,22 @@ impl SftpError {
     }
 }
 
+/// A failed SFTP request, with the kind its status stands for.
+fn failed(what: String, e: russh_sftp::client::error::Error) -> StorageError {
+    use russh_sftp::client::error::Error as E;
+    use russh_sftp::protocol::StatusCode as S;
+    let kind = match &e {
+        E::Status(s) if s.status_code == S::NoSuchFile => ErrorKind::NotFound,
+        E::Status(s) if s.status_code == S::PermissionDenied => ErrorKind::Denied,
+        E::Status(s) if matches!(s.status_code, S::NoConnection | S::ConnectionLost) => {
+            ErrorKind::Transient
+        }
+        E::IO(_) | E::Timeout => ErrorKind::Transient,
+        _ => ErrorKind::Other,
+    };
+    StorageError::new(kind, what, e.to_string())
+}
+
 fn sftp_error(e: russh_sftp::client::error::Error) -> SftpError {
     use russh_sftp::client::error::Error as E;
     match e {
@@ -276,7 +292,14 @@ impl SftpStorage {
             .retry
             .run(&what, SftpError::transient, || self.connect())
             .await
-            .map_err(|e| StorageError::io(what.clone(), io::Error::other(e.to_string())))?;
+            .map_err(|e| {
+                let kind = if e.transient() {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Denied
+                };
+                StorageError::new(kind, what.clone(), e.to_string())
+            })?;
         let connection = Arc::new(connection);
         *slot = Some(connection.clone());
         Ok(connection)
@@ -388,12 +411,9 @@ impl SftpStorage {
                     current.push_str(part);
                     let exists = sftp.try_exists(current.as_str()).await.unwrap_or(false);
                     if !exists {
-                        sftp.create_dir(current.as_str()).await.map_err(|e| {
-                            StorageError::io(
-                                format!("creating folder {current}"),
-                                io::Error::other(e.to_string()),
-                            )
-                        })?;
+                        sftp.create_dir(current.as_str())
+                            .await
+                            .map_err(|e| failed(format!("creating folder {current}"), e))?;
                     }
                 }
                 Ok(())
@@ -422,7 +442,7 @@ impl SftpStorage {
             .sftp
             .read_dir(dir.as_str())
             .await
-            .map_err(|e| StorageError::io(what.clone(), io::Error::other(e.to_string())))?;
+            .map_err(|e| failed(what.clone(), e))?;
         Ok(entries
             .filter_map(|e| {
                 let meta = e.metadata();
@@ -450,8 +470,8 @@ impl SftpStorage {
 
 #[async_trait]
 impl Storage for SftpStorage {
-    fn name(&self) -> &'static str {
-        "SSH"
+    fn backend(&self) -> super::Backend {
+        super::Backend::Sftp
     }
 
     async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
@@ -479,7 +499,7 @@ impl Storage for SftpStorage {
                 .map_err(|e| io_err("creating a temporary file for", &e))?;
             let mut total = 0u64;
             while let Some(item) = data.next().await {
-                let chunk: Bytes = item.map_err(StorageError::Incomplete)?;
+                let chunk: Bytes = item.map_err(StorageError::incomplete)?;
                 file.write_all(&chunk)
                     .await
                     .map_err(|e| io_err("uploading", &e))?;
@@ -533,17 +553,17 @@ impl Storage for SftpStorage {
             .sftp
             .remove_file(path.as_str())
             .await
-            .map_err(|e| {
-                StorageError::io(format!("deleting {path}"), io::Error::other(e.to_string()))
-            })
+            .map_err(|e| failed(format!("deleting {path}"), e))
     }
 
     async fn get(&self, name: &str) -> Result<ByteStream, StorageError> {
         let connection = self.connection().await?;
         let path = self.path(name);
-        let file = connection.sftp.open(path.as_str()).await.map_err(|e| {
-            StorageError::io(format!("reading {path}"), io::Error::other(e.to_string()))
-        })?;
+        let file = connection
+            .sftp
+            .open(path.as_str())
+            .await
+            .map_err(|e| failed(format!("reading {path}"), e))?;
         let stream = futures_util::stream::unfold(Some(file), |file| async move {
             let mut file = file?;
             let mut buf = vec![0u8; 256 * 1024];

@@ -18,8 +18,8 @@ use percent_encoding::percent_decode_str;
 use quick_xml::events::Event;
 use reqwest::{Method, StatusCode, Url};
 
-use super::retry::RetryPolicy;
 use super::{Entry, Storage, StorageError, Stored, partial};
+use crate::net::RetryPolicy;
 use crate::stream::ByteStream;
 
 /// The `WEBDAV_*` settings, validated.
@@ -59,7 +59,7 @@ enum DavError {
 impl fmt::Display for DavError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DavError::Http(e) => f.write_str(&super::error_chain(e)),
+            DavError::Http(e) => f.write_str(&crate::net::error_chain(e)),
             DavError::Status {
                 method,
                 status,
@@ -111,7 +111,7 @@ fn method(name: &str) -> Method {
 
 impl WebDavStorage {
     pub fn connect(config: &WebDavConfig, retry: RetryPolicy) -> Result<Self, StorageError> {
-        super::tls::install_provider();
+        crate::net::tls::install_provider();
         let client = reqwest::Client::builder()
             .danger_accept_invalid_certs(config.insecure)
             .connect_timeout(std::time::Duration::from_secs(30))
@@ -119,7 +119,7 @@ impl WebDavStorage {
             .map_err(|e| {
                 StorageError::io(
                     format!("connecting to {}", config.url),
-                    io::Error::other(super::error_chain(&e)),
+                    io::Error::other(crate::net::error_chain(&e)),
                 )
             })?;
         let folder_url = join(&config.url, &config.folder, true);
@@ -243,7 +243,11 @@ fn join(base: &Url, path: &str, folder: bool) -> Url {
 }
 
 fn dav(what: String, e: DavError) -> StorageError {
-    StorageError::io(what, io::Error::other(e.to_string()))
+    let kind = match &e {
+        DavError::Http(e) => super::error::kind_of_request(e),
+        DavError::Status { status, .. } => super::error::kind_of_status(status.as_u16()),
+    };
+    StorageError::new(kind, what, e.to_string())
 }
 
 /// Turns a response into an error unless its status is acceptable.
@@ -386,8 +390,8 @@ fn decoded_path(path: &str) -> String {
 
 #[async_trait]
 impl Storage for WebDavStorage {
-    fn name(&self) -> &'static str {
-        "WebDAV"
+    fn backend(&self) -> super::Backend {
+        super::Backend::WebDav
     }
 
     async fn put(&self, name: &str, data: ByteStream) -> Result<Stored, StorageError> {
@@ -431,7 +435,7 @@ impl Storage for WebDavStorage {
         let broken = broken.lock().expect("lock").take();
         if let Some(e) = broken {
             cleanup().await;
-            return Err(StorageError::Incomplete(e));
+            return Err(StorageError::incomplete(e));
         }
         if let Err(e) = uploaded {
             cleanup().await;
@@ -494,7 +498,7 @@ impl Storage for WebDavStorage {
         Ok(Box::pin(
             response
                 .bytes_stream()
-                .map_err(|e| io::Error::other(super::error_chain(&e)))
+                .map_err(|e| io::Error::other(crate::net::error_chain(&e)))
                 .map_ok(Bytes::from),
         ))
     }

@@ -7,10 +7,29 @@ use std::io::Write;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use std::time::Duration;
+
 use crate::config::Config;
-use crate::run::destinations;
-use crate::storage::Storage;
+use crate::net::RetryPolicy;
+use crate::storage::{self, Storage};
 use crate::stream::ByteStream;
+
+/// The retry budget of `check`: a dead server is reported in seconds, not after the
+/// minutes a backup would keep trying.
+pub const CHECK_RETRY_BUDGET: Duration = Duration::from_secs(3);
+
+/// `dunnage check` for every schedule: false when a destination or (with `notify`) a
+/// notification service failed.
+pub async fn run(configs: &[Config], write: bool, notify: bool, out: &mut impl Write) -> bool {
+    let mut ok = true;
+    for config in configs {
+        ok &= check_destinations(config, write, out).await;
+        if notify {
+            ok &= check_notifications(config, out).await;
+        }
+    }
+    ok
+}
 
 /// Checks each destination of `config`: lists its folder, and with `write` stores a small
 /// object, reads it back, compares and deletes it. Returns false when any check failed.
@@ -24,7 +43,9 @@ pub async fn check_destinations(config: &Config, write: bool, out: &mut impl Wri
             config.archive_dir.display()
         );
     }
-    let (owned, unavailable) = destinations(config).await;
+    let mut targets = config.targets();
+    targets.retry = RetryPolicy::with_timeout(CHECK_RETRY_BUDGET);
+    let (owned, unavailable) = storage::open_all(&targets).await;
     for (dest, e) in &unavailable {
         let _ = writeln!(out, "[{name}] {dest}: FAILED: {e}");
         ok = false;
@@ -37,7 +58,7 @@ pub async fn check_destinations(config: &Config, write: bool, out: &mut impl Wri
                 format!("FAILED: {e}")
             }
         };
-        let _ = writeln!(out, "[{name}] {}: {line}", storage.name());
+        let _ = writeln!(out, "[{name}] {}: {line}", storage.backend());
     }
     ok
 }

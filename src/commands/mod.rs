@@ -1,0 +1,15 @@
+//! What the command line (and later the API) can ask for, one file each. Each takes the
+//! validated configurations and reports what happened; `main` only turns that into an exit
+//! code.
+//!
+//! - `backup`: one run (lock, hooks, containers, archive and store, prune, report).
+//! - `prune`: the retention policy now, or a dry run.
+//! - `check`: can every destination be reached, read and written; do notifications arrive.
+//! - `recover`: start containers an interrupted run left stopped.
+//! - `scheduler`: every schedule on its cron expression until shutdown.
+
+pub mod backup;
+pub mod check;
+pub mod prune;
+pub mod recover;
+pub mod scheduler;

@@ -1,0 +1,262 @@
+//! The data path of a backup: sources -> archive stage (tar, compressor) -> stream ->
+//! (optional spool file) -> every destination at once. No lock, no containers, no pruning:
+//! the `backup` command wraps this in those.
+//!
+//! The outcome names the cause, not its echo: destinations that saw an incomplete stream
+//! failed because the archive stage did, and an archive stage whose readers all went away
+//! failed because every destination did.
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::oneshot;
+
+use crate::archive::{self, ArchiveError, ArchiveStats, Codec};
+use crate::spool;
+use crate::storage::{self, Backend, ErrorKind, LocalStorage, Storage, StorageError, Stored};
+use crate::stream::{self, ByteStream};
+
+/// What one pass reads and how it writes it.
+pub struct Job<'a> {
+    pub sources: &'a Path,
+    pub exclude: Option<&'a regex::bytes::Regex>,
+    pub codec: Codec,
+    /// The archive's name in every destination.
+    pub name: &'a str,
+    /// Where to spool the archive first (`BACKUP_SPOOL`), if at all.
+    pub spool_dir: Option<&'a Path>,
+    /// `BACKUP_ARCHIVE`: the local destination's folder.
+    pub archive_dir: &'a Path,
+    /// `BACKUP_LATEST_SYMLINK`: the link updated when the local destination stored it.
+    pub latest_symlink: Option<&'a str>,
+}
+
+/// What a pass produced: the archive's statistics and each destination's outcome, in the
+/// order the destinations were given. At least one destination stored it.
+#[derive(Debug)]
+pub struct Produced {
+    pub archive: ArchiveStats,
+    pub stored: Vec<(Backend, Result<Stored, StorageError>)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(
+        "no destination to store the backup in: the local archive folder BACKUP_ARCHIVE={} \
+         does not exist (create it or mount a volume there)",
+        .0.display()
+    )]
+    NoDestination(PathBuf),
+    #[error("creating the archive failed: {0}")]
+    Archive(#[from] ArchiveError),
+    #[error("{}", describe_failures(.0))]
+    Stores(Vec<(Backend, StorageError)>),
+    #[error("internal error: the archive stage stopped: {0}")]
+    Internal(String),
+}
+
+/// Archives `job.sources` once into every destination. Must run inside a multi-threaded
+/// Tokio runtime. `sources_released` is signalled as soon as the archive stage has finished
+/// reading the sources (and dropped if it never starts), so stopped containers can start.
+pub async fn run(
+    job: &Job<'_>,
+    destinations: &[&dyn Storage],
+    sources_released: Option<oneshot::Sender<()>>,
+) -> Result<Produced, PipelineError> {
+    if destinations.is_empty() {
+        return Err(PipelineError::NoDestination(job.archive_dir.to_path_buf()));
+    }
+    tracing::info!(
+        "backing up {} as {} to {} ({})",
+        job.sources.display(),
+        job.name,
+        destinations
+            .iter()
+            .map(|d| d.backend().name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        job.codec
+    );
+    let (writer, data) = stream::channel();
+    let sources = vec![job.sources.to_path_buf()];
+    let exclude = job.exclude.cloned();
+    let codec = job.codec;
+    let producer = tokio::task::spawn_blocking(move || {
+        let (writer, stats) = archive::write_archive(&sources, exclude.as_ref(), codec, writer)?;
+        writer.finish().map_err(ArchiveError::Output)?;
+        Ok::<_, ArchiveError>(stats)
+    });
+    let producer = async move {
+        let produced = producer.await;
+        if let Some(tx) = sources_released {
+            let _ = tx.send(());
+        }
+        produced
+    };
+    let (stored, produced) = match job.spool_dir {
+        None => tokio::join!(storage::put_all(destinations, job.name, data), producer),
+        Some(dir) => {
+            let (spooled, produced) = tokio::join!(spool::write(data, dir, job.name), producer);
+            let stored = store_spooled(destinations, job.name, spooled).await;
+            (stored, produced)
+        }
+    };
+    let produced = produced.map_err(|e| PipelineError::Internal(e.to_string()))?;
+    let outcomes: Vec<(Backend, Result<Stored, StorageError>)> = destinations
+        .iter()
+        .map(|d| d.backend())
+        .zip(stored)
+        .collect();
+    let archive = judge(produced, &outcomes)?;
+    for (backend, result) in &outcomes {
+        if let Err(e) = result {
+            tracing::error!("storing the archive in {backend} failed: {e}");
+        }
+    }
+    let local_stored = outcomes
+        .iter()
+        .any(|(b, r)| *b == Backend::Local && r.is_ok());
+    if let (true, Some(link)) = (local_stored, job.latest_symlink) {
+        LocalStorage::new(job.archive_dir)
+            .update_symlink(link, job.name)
+            .await
+            .map_err(|e| PipelineError::Stores(vec![(Backend::Local, e)]))?;
+    }
+    Ok(Produced {
+        archive,
+        stored: outcomes,
+    })
+}
+
+/// The whole archive went to the spool first; containers restarted when the sources were
+/// read, and only now does the (possibly slow) store begin.
+async fn store_spooled(
+    destinations: &[&dyn Storage],
+    name: &str,
+    spooled: Result<spool::SpoolFile, StorageError>,
+) -> Vec<Result<Stored, StorageError>> {
+    let every = |e: StorageError| destinations.iter().map(|_| Err(e.clone())).collect();
+    let file = match spooled {
+        Ok(file) => file,
+        Err(e) => return every(e),
+    };
+    tracing::info!(
+        "archive spooled to {} ({} bytes); storing it",
+        file.path().display(),
+        file.bytes
+    );
+    let stream: ByteStream = match file.stream().await {
+        Ok(stream) => stream,
+        Err(e) => return every(StorageError::io("reading the spool file", e)),
+    };
+    storage::put_all(destinations, name, stream).await
+}
+
+/// The pass's outcome from the archive stage's and the destinations' results: the archive
+/// stage's own error wins unless every destination failed on its own first.
+fn judge(
+    produced: Result<ArchiveStats, ArchiveError>,
+    outcomes: &[(Backend, Result<Stored, StorageError>)],
+) -> Result<ArchiveStats, PipelineError> {
+    let all_failed_on_their_own = outcomes
+        .iter()
+        .all(|(_, r)| matches!(r, Err(e) if e.kind() != ErrorKind::Incomplete));
+    let stats = match produced {
+        Ok(stats) => Some(stats),
+        Err(archive) if !all_failed_on_their_own => return Err(archive.into()),
+        Err(echo) => {
+            tracing::debug!("archive stage stopped after every destination failed: {echo}");
+            None
+        }
+    };
+    match stats {
+        Some(stats) if outcomes.iter().any(|(_, r)| r.is_ok()) => Ok(stats),
+        _ => Err(PipelineError::Stores(
+            outcomes
+                .iter()
+                .filter_map(|(b, r)| r.as_ref().err().map(|e| (*b, e.clone())))
+                .collect(),
+        )),
+    }
+}
+
+fn describe_failures(failures: &[(Backend, StorageError)]) -> String {
+    match failures {
+        [(backend, e)] => format!("storing the archive in {backend} failed: {e}"),
+        all => format!(
+            "storing the archive failed in every destination: {}",
+            all.iter()
+                .map(|(b, e)| format!("{b}: {e}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn stats() -> ArchiveStats {
+        ArchiveStats::default()
+    }
+
+    fn stored() -> Result<Stored, StorageError> {
+        Ok(Stored {
+            location: "x".into(),
+            bytes: 1,
+        })
+    }
+
+    fn own_failure() -> Result<Stored, StorageError> {
+        Err(StorageError::io(
+            "uploading x",
+            io::Error::from(io::ErrorKind::ConnectionRefused),
+        ))
+    }
+
+    fn echo() -> Result<Stored, StorageError> {
+        Err(StorageError::incomplete(io::Error::other(
+            "archive stage failed",
+        )))
+    }
+
+    fn archive_failed() -> Result<ArchiveStats, ArchiveError> {
+        Err(ArchiveError::Output(io::Error::other(
+            "reading /backup/x: denied",
+        )))
+    }
+
+    #[test]
+    fn one_stored_destination_is_enough_and_the_others_are_kept_as_they_are() {
+        let outcomes = vec![(Backend::Local, stored()), (Backend::S3, own_failure())];
+        assert!(judge(Ok(stats()), &outcomes).is_ok());
+    }
+
+    #[test]
+    fn the_archive_stage_is_named_when_it_failed_first() {
+        let outcomes = vec![(Backend::Local, echo()), (Backend::S3, echo())];
+        let e = judge(archive_failed(), &outcomes).unwrap_err();
+        assert!(matches!(e, PipelineError::Archive(_)), "{e}");
+    }
+
+    #[test]
+    fn destinations_are_named_when_they_all_failed_on_their_own() {
+        let outcomes = vec![
+            (Backend::Local, own_failure()),
+            (Backend::Sftp, own_failure()),
+        ];
+        let e = judge(archive_failed(), &outcomes).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with("storing the archive failed in every destination"),
+            "{text}"
+        );
+        assert!(text.contains("SFTP: uploading x"), "{text}");
+        let one = judge(Ok(stats()), &outcomes[..1]).unwrap_err().to_string();
+        assert!(
+            one.starts_with("storing the archive in Local failed"),
+            "{one}"
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! What one run did: the results every reader shares (the summary log line, notifications,
+//! health pings, and later the API and metrics). A leaf: it holds data and the rules that
+//! classify it, and calls nothing.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use jiff::Zoned;
+
+use crate::archive::ArchiveStats;
+use crate::docker::Downtime;
+use crate::duration::format_duration;
+use crate::prune::PruneReport;
+use crate::storage::{Backend, Stored};
+
+/// How a run ended, for everyone who reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Success,
+    /// Stored, but something needs attention (a destination failed, a prune was refused,
+    /// files changed while read).
+    Warning,
+    Failure,
+}
+
+/// Everything one run did.
+#[derive(Debug, Clone)]
+pub struct RunStats {
+    pub schedule: String,
+    pub started: Zoned,
+    pub took: Duration,
+    /// Time spent waiting for another run to release the lock.
+    pub lock_wait: Duration,
+    pub archive_name: Option<String>,
+    /// Where the archive is (or would be) in the local folder, for hooks and templates.
+    pub archive_path: Option<String>,
+    pub archive: Option<ArchiveStats>,
+    pub destinations: Vec<DestinationStats>,
+    /// Containers stopped for this run and how long each was down.
+    pub containers: Vec<Downtime>,
+    /// Non-fatal problems: files changed while read, refused or failed prunes.
+    pub warnings: Vec<String>,
+    /// Why the run failed; `None` when it succeeded.
+    pub error: Option<String>,
+    /// Health pings that could not be delivered (they never change the outcome).
+    pub pings_failed: usize,
+    /// Notification services that could not be reached (they never change the outcome).
+    pub notifications_failed: usize,
+}
+
+/// What happened at one destination.
+#[derive(Debug, Clone)]
+pub struct DestinationStats {
+    pub backend: Backend,
+    pub stored: Option<Stored>,
+    /// Why storing failed here (other destinations may have succeeded).
+    pub error: Option<String>,
+    pub prune: Option<PruneReport>,
+    pub prune_error: Option<String>,
+}
+
+impl DestinationStats {
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            stored: None,
+            error: None,
+            prune: None,
+            prune_error: None,
+        }
+    }
+}
+
+impl RunStats {
+    /// A run of `schedule` that starts now, with nothing done yet.
+    pub fn new(schedule: &str, started: Zoned) -> Self {
+        Self {
+            schedule: schedule.to_owned(),
+            started,
+            took: Duration::ZERO,
+            lock_wait: Duration::ZERO,
+            archive_name: None,
+            archive_path: None,
+            archive: None,
+            destinations: Vec::new(),
+            containers: Vec::new(),
+            warnings: Vec::new(),
+            error: None,
+            pings_failed: 0,
+            notifications_failed: 0,
+        }
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// Succeeded and stored in every configured destination.
+    pub fn complete(&self) -> bool {
+        self.succeeded() && self.destinations.iter().all(|d| d.error.is_none())
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        if !self.succeeded() {
+            Outcome::Failure
+        } else if !self.complete() || !self.warnings.is_empty() {
+            Outcome::Warning
+        } else {
+            Outcome::Success
+        }
+    }
+
+    /// The one line that sums the run up in the log.
+    pub fn summary(&self) -> String {
+        let mut line = String::new();
+        let _ = write!(
+            line,
+            "[{}] run {} after {} (lock wait {})",
+            self.schedule,
+            if self.complete() {
+                "succeeded"
+            } else if self.succeeded() {
+                "stored the backup, but not in every destination,"
+            } else {
+                "FAILED"
+            },
+            format_duration(self.took),
+            format_duration(self.lock_wait)
+        );
+        if let (Some(name), Some(a)) = (&self.archive_name, &self.archive) {
+            let _ = write!(
+                line,
+                "; archive {name}: {} files, {} entries, {:.1} MiB read",
+                a.files,
+                a.entries,
+                a.file_bytes as f64 / f64::from(1 << 20)
+            );
+        }
+        for d in &self.destinations {
+            if let Some(e) = &d.error {
+                let _ = write!(line, "; {}: FAILED ({e})", d.backend);
+            }
+            if let Some(stored) = &d.stored {
+                let _ = write!(
+                    line,
+                    "; {}: {} bytes at {}",
+                    d.backend, stored.bytes, stored.location
+                );
+            }
+            if let Some(p) = &d.prune {
+                let _ = write!(
+                    line,
+                    ", pruned {} of {} ({} errors)",
+                    p.deleted.len(),
+                    p.total,
+                    p.errors.len()
+                );
+            }
+        }
+        for c in &self.containers {
+            match c.down_for {
+                Some(d) => {
+                    let _ = write!(line, "; container {} down {:.2}s", c.name, d.as_secs_f64());
+                }
+                None => {
+                    let _ = write!(line, "; container {} left stopped", c.name);
+                }
+            }
+        }
+        let _ = write!(line, "; {} warning(s)", self.warnings.len());
+        if let Some(e) = &self.error {
+            let _ = write!(line, ": {e}");
+        }
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats() -> RunStats {
+        let started = "2026-11-30T03:00:00+00:00[UTC]".parse().unwrap();
+        RunStats::new("default", started)
+    }
+
+    fn stored(backend: Backend) -> DestinationStats {
+        DestinationStats {
+            stored: Some(Stored {
+                location: format!("{backend}:x.tar.gz"),
+                bytes: 10,
+            }),
+            ..DestinationStats::new(backend)
+        }
+    }
+
+    fn failed(backend: Backend) -> DestinationStats {
+        DestinationStats {
+            error: Some("connection refused".into()),
+            ..DestinationStats::new(backend)
+        }
+    }
+
+    #[test]
+    fn stored_everywhere_without_warnings_is_a_success() {
+        let mut s = stats();
+        s.destinations = vec![stored(Backend::Local), stored(Backend::S3)];
+        assert!(s.complete());
+        assert_eq!(s.outcome(), Outcome::Success);
+        assert!(s.summary().contains("run succeeded"));
+    }
+
+    #[test]
+    fn one_failed_destination_is_a_warning_and_says_which() {
+        let mut s = stats();
+        s.destinations = vec![stored(Backend::Local), failed(Backend::Sftp)];
+        assert!(s.succeeded() && !s.complete());
+        assert_eq!(s.outcome(), Outcome::Warning);
+        let line = s.summary();
+        assert!(line.contains("not in every destination"), "{line}");
+        assert!(line.contains("SFTP: FAILED (connection refused)"), "{line}");
+    }
+
+    #[test]
+    fn warnings_alone_make_a_warning_and_an_error_a_failure() {
+        let mut s = stats();
+        s.destinations = vec![stored(Backend::Local)];
+        s.warnings.push("file changed as we read it".into());
+        assert_eq!(s.outcome(), Outcome::Warning);
+        s.error = Some("post hooks failed".into());
+        assert_eq!(s.outcome(), Outcome::Failure);
+        assert!(!s.complete());
+        let line = s.summary();
+        assert!(
+            line.contains("FAILED") && line.ends_with(": post hooks failed"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn containers_are_summed_up_with_their_downtime() {
+        let mut s = stats();
+        s.containers = vec![
+            Downtime {
+                name: "app".into(),
+                down_for: Some(Duration::from_millis(1500)),
+                error: None,
+            },
+            Downtime {
+                name: "db".into(),
+                down_for: None,
+                error: Some("gone".into()),
+            },
+        ];
+        let line = s.summary();
+        assert!(line.contains("container app down 1.50s"), "{line}");
+        assert!(line.contains("container db left stopped"), "{line}");
+    }
+}
