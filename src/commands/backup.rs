@@ -23,7 +23,7 @@ use crate::pipeline::{self, Job, PipelineError, Produced};
 use crate::report::{DestinationStats, RunStats};
 use crate::schedule::{self, lock};
 use crate::spool::SpoolMode;
-use crate::storage::{self, Backend, LocalStorage, Storage};
+use crate::storage::{self, Backend, Storage};
 
 /// `dunnage backup`: every schedule once, one after another. False when a run failed in any
 /// destination or shutdown aborted it.
@@ -145,16 +145,6 @@ impl Hooks<'_> {
 
 /// The phases that run under the lock.
 async fn locked(config: &Config, stats: &mut RunStats) -> Result<(), String> {
-    if config.archive_dir.is_dir() {
-        let leftovers = LocalStorage::new(&config.archive_dir)
-            .remove_stale_partials()
-            .await;
-        stats.warnings.extend(
-            leftovers
-                .into_iter()
-                .map(|n| format!("removed {n}, left by an interrupted run")),
-        );
-    }
     // Holding the lock, no run of ours is in progress: anything a state file lists was left
     // stopped by an interrupted run.
     if let Err(e) = docker::recover(&config.docker).await {

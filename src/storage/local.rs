@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 
+use super::staged::Staged;
 use super::{Entry, Storage, StorageError, Stored, partial};
 use crate::stream::ByteStream;
 
@@ -28,50 +29,63 @@ pub struct LocalStorage {
     dir: PathBuf,
 }
 
-/// Removes an unfinished upload when dropped, including when the `put` future is cancelled.
-struct Partial {
-    path: Option<PathBuf>,
-}
-
-impl Drop for Partial {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!("could not remove unfinished {}: {e}", path.display());
-            }
-        }
-    }
-}
-
 impl LocalStorage {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
     }
 
-    /// Removes unfinished uploads that runs on this host left behind (a crash, `kill -9`, an
-    /// out-of-memory kill), so repeated crashes cannot fill the disk. Call it only while
-    /// holding the run lock: then no run of this host is writing. Unfinished files of other
-    /// hosts sharing the folder are left alone.
-    pub async fn remove_stale_partials(&self) -> Vec<String> {
+    /// Every regular file in the folder, hidden ones (unfinished uploads) included.
+    async fn list_all(&self) -> Result<Vec<Entry>, StorageError> {
         let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut removed = Vec::new();
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                return removed;
-            };
-            for entry in entries.flatten() {
-                let Ok(name) = entry.file_name().into_string() else {
-                    continue;
+        let listing = tokio::task::spawn_blocking(move || -> io::Result<Vec<Entry>> {
+            let mut entries = Vec::new();
+            for item in std::fs::read_dir(&dir)? {
+                let item = item?;
+                let Ok(name) = item.file_name().into_string() else {
+                    continue; // not a name dunnage writes
                 };
-                if partial::is_ours(&name) && std::fs::remove_file(entry.path()).is_ok() {
-                    tracing::warn!("removed {name}, left unfinished by an interrupted run");
-                    removed.push(name);
+                // Regular files only: the latest-symlink and folders are never backups.
+                let meta = item.metadata()?;
+                if !meta.file_type().is_file() {
+                    continue;
                 }
+                let modified =
+                    jiff::Timestamp::try_from(meta.modified()?).map_err(io::Error::other)?;
+                entries.push(Entry {
+                    name,
+                    size: meta.len(),
+                    modified,
+                });
             }
-            removed
+            Ok(entries)
         })
         .await
-        .unwrap_or_default()
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        listing.map_err(|e| StorageError::io(format!("listing {}", self.dir.display()), e))
+    }
+
+    /// Writes `data` to `tmp_path` durably; the number of bytes written.
+    async fn write_durably(
+        &self,
+        tmp_path: &std::path::Path,
+        file: File,
+        mut data: ByteStream,
+    ) -> Result<u64, StorageError> {
+        let write_err = |e| StorageError::io(format!("writing {}", tmp_path.display()), e);
+        // Each chunk is written on a blocking thread while the next one is being produced.
+        let mut writer = DurableWriter::new(file);
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(StorageError::incomplete)?;
+            writer = tokio::task::spawn_blocking(move || writer.write(&chunk).map(|()| writer))
+                .await
+                .map_err(|e| write_err(io::Error::other(e)))?
+                .map_err(write_err)?;
+        }
+        tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .map_err(|e| write_err(io::Error::other(e)))?
+            .map_err(write_err)
     }
 
     /// Points the symlink `link` in the archive folder at `target`, replacing any previous
@@ -102,7 +116,10 @@ impl Storage for LocalStorage {
         super::Backend::Local
     }
 
-    async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
+    async fn put(&self, name: &str, data: ByteStream) -> Result<Stored, StorageError> {
+        if let Ok(entries) = self.list_all().await {
+            partial::remove_stale(self, &entries).await;
+        }
         let final_path = self.dir.join(name);
         let tmp_path = self.dir.join(partial::name(name));
         let file = std::fs::OpenOptions::new()
@@ -111,29 +128,37 @@ impl Storage for LocalStorage {
             .mode(0o600)
             .open(&tmp_path)
             .map_err(|e| StorageError::io(format!("creating {}", tmp_path.display()), e))?;
-        let mut partial = Partial {
-            path: Some(tmp_path.clone()),
+        let staged = {
+            let path = tmp_path.clone();
+            Staged::new(
+                format!("the unfinished {}", tmp_path.display()),
+                async move {
+                    tokio::fs::remove_file(&path)
+                        .await
+                        .map_err(|e| StorageError::io(format!("deleting {}", path.display()), e))
+                },
+            )
         };
-        let write_err = |e| StorageError::io(format!("writing {}", tmp_path.display()), e);
-
-        // Each chunk is written on a blocking thread while the next one is being produced.
-        let mut writer = DurableWriter::new(file);
-        while let Some(chunk) = data.next().await {
-            let chunk = chunk.map_err(StorageError::incomplete)?;
-            writer = tokio::task::spawn_blocking(move || writer.write(&chunk).map(|()| writer))
+        let committed = async {
+            let bytes = self.write_durably(&tmp_path, file, data).await?;
+            tokio::fs::rename(&tmp_path, &final_path)
                 .await
-                .map_err(|e| write_err(io::Error::other(e)))?
-                .map_err(write_err)?;
+                .map_err(|e| {
+                    StorageError::io(format!("renaming to {}", final_path.display()), e)
+                })?;
+            Ok::<_, StorageError>(bytes)
         }
-        let bytes = tokio::task::spawn_blocking(move || writer.finish())
-            .await
-            .map_err(|e| write_err(io::Error::other(e)))?
-            .map_err(write_err)?;
-
-        tokio::fs::rename(&tmp_path, &final_path)
-            .await
-            .map_err(|e| StorageError::io(format!("renaming to {}", final_path.display()), e))?;
-        partial.path = None;
+        .await;
+        let bytes = match committed {
+            Ok(bytes) => {
+                staged.committed();
+                bytes
+            }
+            Err(e) => {
+                staged.discard().await;
+                return Err(e);
+            }
+        };
         // Make the rename itself durable.
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
@@ -149,34 +174,10 @@ impl Storage for LocalStorage {
     }
 
     async fn list(&self) -> Result<Vec<Entry>, StorageError> {
-        let dir = self.dir.clone();
-        let listing = tokio::task::spawn_blocking(move || -> io::Result<Vec<Entry>> {
-            let mut entries = Vec::new();
-            for item in std::fs::read_dir(&dir)? {
-                let item = item?;
-                let Ok(name) = item.file_name().into_string() else {
-                    continue; // not a name dunnage writes
-                };
-                // Regular files only: the latest-symlink, folders and hidden in-progress
-                // files are never backups.
-                let meta = item.metadata()?;
-                if name.starts_with('.') || !meta.file_type().is_file() {
-                    continue;
-                }
-                let modified =
-                    jiff::Timestamp::try_from(meta.modified()?).map_err(io::Error::other)?;
-                entries.push(Entry {
-                    name,
-                    size: meta.len(),
-                    modified,
-                });
-            }
-            Ok(entries)
-        })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|r| r);
-        listing.map_err(|e| StorageError::io(format!("listing {}", self.dir.display()), e))
+        let mut entries = self.list_all().await?;
+        // Hidden files (unfinished uploads, anything else hidden) are never backups.
+        entries.retain(|e| !e.name.starts_with('.'));
+        Ok(entries)
     }
 
     async fn delete(&self, name: &str) -> Result<(), StorageError> {

@@ -8,17 +8,20 @@
 pub mod azure;
 mod backend;
 pub mod cleanup;
+pub mod conformance;
 pub mod dropbox;
 mod error;
 mod fanout;
 mod http_log;
 mod local;
+pub mod memory;
 mod object;
 mod open;
 mod partial;
 pub mod parts;
 pub mod s3;
 pub mod sftp;
+mod staged;
 pub mod webdav;
 
 use async_trait::async_trait;

@@ -275,9 +275,14 @@ impl Storage for ObjectFolder {
                 return fail(Some(open), remote(format!("uploading {location}"), e)).await;
             }
         }
-        open.complete()
-            .await
-            .map_err(|e| remote(format!("completing the upload of {location}"), e))?;
+        if let Err(e) = open.complete().await {
+            // The commit may have happened with its answer lost: look before failing.
+            let stored = self.store.head(&path).await;
+            if !stored.is_ok_and(|meta| meta.size == total) {
+                return Err(remote(format!("completing the upload of {location}"), e));
+            }
+            tracing::info!("{location}: the commit's answer was lost, but it happened");
+        }
         Ok(Stored {
             location,
             bytes: total,

@@ -1,75 +1,102 @@
-//! Names of unfinished uploads: `.NAME.HOST.PID.partial`, hidden, in the destination folder.
-//! The host name tells which machine or container an unfinished file belongs to, so a run
-//! removes only what runs of its own host left behind.
+//! Names of unfinished uploads, and when one is stale.
+//!
+//! While an archive is written it has a hidden name in the destination folder,
+//! `.NAME.TAG.partial`, where TAG is unique to that upload (process id and a random part),
+//! so no two uploads share a name even when containers share a folder. A partial that has
+//! not changed for [`STALE_AFTER`] was left by a run that died (a crash, `kill -9`, a
+//! re-created container): a live upload writes to its file every few seconds. Stale ones
+//! are removed before each upload, whoever left them; fresh ones are never touched, so a
+//! second live instance writing into the same folder is not disturbed.
+
+use std::time::Duration;
+
+use super::{Entry, ErrorKind, Storage};
+
+/// A partial file unchanged for this long is stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(60 * 60);
 
 /// The hidden name an archive has while it is being written.
 pub fn name(name: &str) -> String {
-    format!(".{name}.{}.{}.partial", host_tag(), std::process::id())
+    format!(
+        ".{name}.{}-{:08x}.partial",
+        std::process::id(),
+        fastrand::u32(..)
+    )
 }
 
-/// Whether `name` is an unfinished upload of a run on this host (of any process: call it
-/// only while holding the run lock, when no run of this host is writing).
-pub fn is_ours(name: &str) -> bool {
-    let Some(stem) = name.strip_suffix(".partial") else {
-        return false;
-    };
-    let host = format!(".{}.", host_tag());
-    name.starts_with('.')
-        && stem.rsplit_once('.').is_some_and(|(rest, pid)| {
-            !pid.is_empty()
-                && pid.chars().all(|c| c.is_ascii_digit())
-                && format!("{rest}.").ends_with(&host)
-        })
-}
-
-/// Whether `name` is any host's unfinished upload (never a backup).
+/// Whether `name` is an unfinished upload (never a backup).
 pub fn is_partial(name: &str) -> bool {
     name.starts_with('.') && name.ends_with(".partial")
 }
 
-/// Deletes, from `storage`, the unfinished uploads of this host among `names` (best
-/// effort: one that cannot be deleted now is tried again next time).
-pub async fn remove_ours(storage: &dyn super::Storage, names: impl IntoIterator<Item = String>) {
-    for name in names {
-        if is_ours(&name) && storage.delete(&name).await.is_ok() {
-            tracing::warn!(
-                "{}: removed {name}, left unfinished by an interrupted run",
-                storage.backend()
-            );
-        }
-    }
+/// Whether `entry` is an unfinished upload nobody has written to for [`STALE_AFTER`].
+pub fn is_stale(entry: &Entry, now: jiff::Timestamp) -> bool {
+    is_partial(&entry.name)
+        && now
+            .duration_since(entry.modified)
+            .try_into()
+            .is_ok_and(|age: Duration| age >= STALE_AFTER)
 }
 
-/// This host's name as used in partial names (no dots, so names parse back).
-fn host_tag() -> String {
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
-    let tag: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
+/// Deletes the stale unfinished uploads among `entries` (the folder's raw listing) from
+/// `storage`; returns their names. Best effort: one that cannot be deleted now is tried
+/// again next time.
+pub async fn remove_stale(storage: &dyn Storage, entries: &[Entry]) -> Vec<String> {
+    let now = jiff::Timestamp::now();
+    let mut removed = Vec::new();
+    for entry in entries.iter().filter(|e| is_stale(e, now)) {
+        match storage.delete(&entry.name).await {
+            Ok(()) => {
+                tracing::warn!(
+                    "{}: removed {}, left unfinished by an interrupted run",
+                    storage.backend(),
+                    entry.name
+                );
+                removed.push(entry.name.clone());
             }
-        })
-        .collect();
-    if tag.is_empty() { "host".into() } else { tag }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                "{}: could not remove the stale {}: {e}",
+                storage.backend(),
+                entry.name
+            ),
+        }
+    }
+    removed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn entry(name: &str, age_secs: i64) -> Entry {
+        Entry {
+            name: name.into(),
+            size: 1,
+            modified: jiff::Timestamp::now() - jiff::SignedDuration::from_secs(age_secs),
+        }
+    }
+
     #[test]
-    fn own_partials_are_recognised_and_others_are_not() {
-        let mine = name("backup.tar.gz");
-        assert!(is_ours(&mine) && is_partial(&mine));
-        let other = format!(".backup.tar.gz.{}.42.partial", "some-other-host");
-        assert!(!is_ours(&other) && is_partial(&other));
-        assert!(!is_ours("backup.tar.gz") && !is_partial("backup.tar.gz"));
-        assert!(!is_ours(&mine.replace(".partial", ".part")));
+    fn partials_are_hidden_unique_and_stale_only_when_old() {
+        let a = name("backup.tar.gz");
+        let b = name("backup.tar.gz");
+        assert!(is_partial(&a) && a.starts_with(".backup.tar.gz.") && a != b);
+        assert!(!is_partial("backup.tar.gz"));
+        assert!(!is_partial(&a.replace(".partial", ".part")));
+        let now = jiff::Timestamp::now();
+        // Any host's or container's partial: age decides, not who wrote it.
+        assert!(is_stale(
+            &entry(".x.tar.gz.other-host.42.partial", 2 * 3600),
+            now
+        ));
+        assert!(!is_stale(
+            &entry(".x.tar.gz.other-host.42.partial", 60),
+            now
+        ));
+        assert!(!is_stale(&entry(&a, 59 * 60), now));
+        assert!(is_stale(&entry(&a, 61 * 60), now));
+        // Never a backup, however old.
+        assert!(!is_stale(&entry("backup.tar.gz", 99 * 3600), now));
     }
 }

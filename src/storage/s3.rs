@@ -283,6 +283,9 @@ impl Begin for S3Begin {
             ..Default::default()
         };
         let id = self.store.create_multipart_opts(path, opts).await?;
+        // Recorded before the first part: if this process dies (`kill -9`, OOM), the next
+        // run aborts the upload, so its parts are not billed forever.
+        self.unfinished.record(path, &id);
         Ok(Box::new(S3Upload {
             store: self.store.clone(),
             path: path.clone(),
@@ -340,15 +343,25 @@ impl MultipartUpload for S3Upload {
             store: "S3",
             source: "a part of the upload is missing".into(),
         })?;
-        self.store
+        let result = self
+            .store
             .complete_multipart(&self.path, &self.id, parts)
-            .await
+            .await?;
+        self.unfinished.forget(&self.id);
+        Ok(result)
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
         let result = self.store.abort_multipart(&self.path, &self.id).await;
-        if result.is_err() {
-            self.unfinished.remember(&self.path, &self.id);
+        match &result {
+            Ok(()) => self.unfinished.forget(&self.id),
+            Err(_) => tracing::warn!(
+                "the unfinished upload of {} will be aborted at the next run (id {}, listed \
+                 in {})",
+                self.path,
+                self.id,
+                self.unfinished.file.display()
+            ),
         }
         result
     }
@@ -397,16 +410,20 @@ impl Unfinished {
         }
     }
 
-    fn remember(&self, path: &Path, id: &MultipartId) {
+    /// Lists an upload that has begun, until it is completed or aborted.
+    fn record(&self, path: &Path, id: &MultipartId) {
         let _guard = self.lock.lock().expect("lock");
         let mut entries = self.read();
         entries.push((self.scope.clone(), path.to_string(), id.clone()));
         self.write(&entries);
-        tracing::warn!(
-            "the unfinished upload of {path} will be aborted at the next run (id {id}, listed \
-             in {})",
-            self.file.display()
-        );
+    }
+
+    /// The upload `id` is completed or aborted.
+    fn forget(&self, id: &MultipartId) {
+        let _guard = self.lock.lock().expect("lock");
+        let mut entries = self.read();
+        entries.retain(|(_, _, listed)| listed != id);
+        self.write(&entries);
     }
 
     /// Aborts the remembered uploads of this bucket; those that fail again stay listed.

@@ -21,6 +21,7 @@ use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::OpenFlags;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::staged::Staged;
 use super::{Entry, ErrorKind, Storage, StorageError, Stored, partial};
 use crate::net::RetryPolicy;
 use crate::stream::ByteStream;
@@ -460,10 +461,15 @@ impl SftpStorage {
             .collect())
     }
 
-    /// Deletes unfinished uploads that runs of this host left (crash, lost connection).
+    /// Deletes stale unfinished uploads (see [`partial`]).
     async fn remove_stale_partials(&self) {
         if let Ok(entries) = self.list_all().await {
-            partial::remove_ours(self, entries.into_iter().map(|(e, _)| e.name)).await;
+            let files: Vec<Entry> = entries
+                .into_iter()
+                .filter(|(_, regular)| *regular)
+                .map(|(e, _)| e)
+                .collect();
+            partial::remove_stale(self, &files).await;
         }
     }
 }
@@ -488,6 +494,19 @@ impl Storage for SftpStorage {
             )
         };
 
+        let staged = {
+            let (connection, temp) = (connection.clone(), temp.clone());
+            Staged::new(
+                format!("the unfinished upload {temp} in SFTP"),
+                async move {
+                    connection
+                        .sftp
+                        .remove_file(temp.as_str())
+                        .await
+                        .map_err(|e| failed(format!("deleting {temp}"), e))
+                },
+            )
+        };
         let written: Result<u64, StorageError> = async {
             let mut file = connection
                 .sftp
@@ -513,7 +532,7 @@ impl Storage for SftpStorage {
         let total = match written {
             Ok(total) => total,
             Err(e) => {
-                let _ = connection.sftp.remove_file(temp.as_str()).await;
+                staged.discard().await;
                 return Err(e);
             }
         };
@@ -527,9 +546,19 @@ impl Storage for SftpStorage {
             let _ = connection.sftp.remove_file(target.as_str()).await;
         }
         if let Err(e) = connection.sftp.rename(temp.as_str(), target.as_str()).await {
-            let _ = connection.sftp.remove_file(temp.as_str()).await;
+            // The rename may have happened with its answer lost: look before failing.
+            let size = connection.sftp.metadata(target.as_str()).await.ok();
+            if size.and_then(|m| m.size) == Some(total) {
+                staged.committed();
+                return Ok(Stored {
+                    location,
+                    bytes: total,
+                });
+            }
+            staged.discard().await;
             return Err(io_err("renaming the upload to", &e));
         }
+        staged.committed();
         Ok(Stored {
             location,
             bytes: total,

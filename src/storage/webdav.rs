@@ -18,6 +18,7 @@ use percent_encoding::percent_decode_str;
 use quick_xml::events::Event;
 use reqwest::{Method, StatusCode, Url};
 
+use super::staged::Staged;
 use super::{Entry, Storage, StorageError, Stored, partial};
 use crate::net::RetryPolicy;
 use crate::stream::ByteStream;
@@ -219,11 +220,43 @@ impl WebDavStorage {
         })
     }
 
-    /// Deletes unfinished uploads that runs of this host left (crash, lost connection).
+    /// Deletes stale unfinished uploads (see [`partial`]).
     async fn remove_stale_partials(&self) {
         if let Ok(entries) = self.list_all().await {
-            partial::remove_ours(self, entries.into_iter().map(|(e, _)| e.name)).await;
+            let files: Vec<Entry> = entries
+                .into_iter()
+                .filter(|(_, collection)| !collection)
+                .map(|(e, _)| e)
+                .collect();
+            partial::remove_stale(self, &files).await;
         }
+    }
+
+    /// Whether `name` is in the folder with `size` bytes: tells whether a commit whose
+    /// answer was lost happened after all.
+    async fn holds(&self, name: &str, size: u64) -> bool {
+        self.list_all().await.is_ok_and(|entries| {
+            entries
+                .iter()
+                .any(|(e, collection)| !collection && e.name == name && e.size == size)
+        })
+    }
+
+    /// The unfinished upload at `url`, removed unless committed: one DELETE, no retries.
+    fn staged(&self, temp: &str, url: Url) -> Staged {
+        let request = self.request(Method::DELETE, url);
+        let what = format!("deleting the unfinished {temp}");
+        Staged::new(
+            format!("the unfinished upload {temp} in WebDAV"),
+            async move {
+                let response = request.send().await.map_err(DavError::Http);
+                let result = match response {
+                    Ok(r) => check("DELETE".into(), r, |s| s.is_success()).await,
+                    Err(e) => Err(e),
+                };
+                result.map(drop).map_err(|e| dav(what, e))
+            },
+        )
     }
 }
 
@@ -401,6 +434,7 @@ impl Storage for WebDavStorage {
         let temp_url = self.file_url(&temp);
         let final_url = self.file_url(name);
         let location = final_url.to_string();
+        let staged = self.staged(&temp, temp_url.clone());
 
         // The body is the archive stream itself; an error item in it aborts the request.
         let broken: Arc<Mutex<Option<io::Error>>> = Arc::default();
@@ -427,20 +461,21 @@ impl Storage for WebDavStorage {
             check("PUT".into(), response, |s| s.is_success()).await
         }
         .await;
-        let cleanup = || async {
-            if let Err(e) = self.delete(&temp).await {
-                tracing::warn!("WebDAV: could not remove the unfinished {temp}: {e}");
-            }
-        };
         let broken = broken.lock().expect("lock").take();
         if let Some(e) = broken {
-            cleanup().await;
+            staged.discard().await;
             return Err(StorageError::incomplete(e));
         }
         if let Err(e) = uploaded {
-            cleanup().await;
+            if matches!(&e, DavError::Http(h) if h.is_connect()) {
+                // The request never reached the server: there is nothing to remove.
+                staged.never_created();
+            } else {
+                staged.discard().await;
+            }
             return Err(dav(format!("uploading {location}"), e));
         }
+        let bytes = sent.load(std::sync::atomic::Ordering::Relaxed);
         let moved = self
             .send(
                 &format!("renaming to {location}"),
@@ -453,13 +488,17 @@ impl Storage for WebDavStorage {
             )
             .await;
         if let Err(e) = moved {
-            cleanup().await;
+            // The MOVE may have happened with its answer lost: look before failing.
+            if self.holds(name, bytes).await {
+                tracing::info!("{location}: the rename's answer was lost, but it happened");
+                staged.committed();
+                return Ok(Stored { location, bytes });
+            }
+            staged.discard().await;
             return Err(dav(format!("renaming the upload to {location}"), e));
         }
-        Ok(Stored {
-            location,
-            bytes: sent.load(std::sync::atomic::Ordering::Relaxed),
-        })
+        staged.committed();
+        Ok(Stored { location, bytes })
     }
 
     async fn list(&self) -> Result<Vec<Entry>, StorageError> {
