@@ -319,3 +319,28 @@ fn spool_always_goes_through_a_private_file_that_is_removed() {
     );
     assert!(!s.out.join("second.tar").exists());
 }
+
+#[test]
+fn stale_partials_are_removed_by_age_whoever_left_them_and_live_ones_are_kept() {
+    let s = Setup::new();
+    fs::write(s.src.join("a.txt"), "data").unwrap();
+    // Left by a container that no longer exists (another host name, a killed process).
+    let stale = s.out.join(".backup-old.tar.gz.gone-container.17.partial");
+    let live = s.out.join(".backup-new.tar.gz.other-instance.18.partial");
+    fs::write(&stale, "half an archive").unwrap();
+    fs::write(&live, "an upload in progress").unwrap();
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(&stale)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let out = run(&mut s.backup());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stale.exists(), "a partial unchanged for 2 hours is stale");
+    assert!(
+        live.exists(),
+        "a fresh partial may be another instance's live upload"
+    );
+    assert!(stderr(&out).contains("left unfinished by an interrupted run"));
+}
