@@ -96,7 +96,7 @@ fn round_trip_with_password_into_a_new_folder_and_pruning() {
         .env("BACKUP_SKIP_BACKENDS_FROM_PRUNE", "local");
     let out = run(&mut prune);
     assert!(
-        stdout(&out).contains("SSH: deleted 0 of 2"),
+        stdout(&out).contains("SFTP: deleted 0 of 2"),
         "{}",
         stdout(&out)
     );
@@ -268,7 +268,7 @@ fn server_gone_mid_upload_leaves_nothing_under_the_final_name() {
     let out = proxy.cut_during(&mut cmd, 8 << 20);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("storing the archive in SSH failed"), "{err}");
+    assert!(err.contains("storing the archive in SFTP failed"), "{err}");
     restore_and_compare(&s, &s.only_archive());
     let name = s
         .only_archive()
@@ -279,7 +279,16 @@ fn server_gone_mid_upload_leaves_nothing_under_the_final_name() {
         .to_owned();
     assert!(!names(&folder).contains(&name), "{:?}", names(&folder));
 
-    // The next run connects again, removes the leftover and stores its own.
+    // The next run connects again, removes the leftover once it is stale (the cut left it
+    // behind: the removal could not reach the server) and stores its own.
+    for leftover in names(&folder) {
+        let touched = Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(root().join(&folder).join(leftover))
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    }
     let _back = Proxy::start_on(&format!("127.0.0.1:{}", env("DUNNAGE_TEST_SSH_PORT")), port);
     let mut cmd = s.backup();
     configure(&s, &mut cmd, &folder);
@@ -300,7 +309,7 @@ fn check_covers_sftp() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("SSH: OK: listed") && text.contains("read back and deleted"),
+        text.contains("SFTP: OK: listed") && text.contains("read back and deleted"),
         "{text}"
     );
     assert!(names(&folder).is_empty());

@@ -184,7 +184,16 @@ fn server_gone_mid_upload_leaves_nothing_under_the_final_name(dav: Dav) {
         dav.names(&folder)
     );
 
-    // Back again: the next run removes what the broken one left and stores its own.
+    // Back again: the next run removes what the broken one left once it is stale (the
+    // removal could not reach the server through the cut) and stores its own.
+    for leftover in dav.names(&folder) {
+        let touched = Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(dav.root.join(&folder).join(leftover))
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    }
     let _back = Proxy::start_on(authority, port);
     let mut cmd = s.backup();
     dav.configure(&mut cmd, &folder);
