@@ -575,3 +575,85 @@ fn sigterm_during_an_s3_upload_aborts_it() {
     // The local partial file is gone too.
     assert!(s.archive_names().is_empty(), "{:?}", s.archive_names());
 }
+
+#[test]
+fn s3_server_away_for_seconds_mid_upload_does_not_fail_the_run() {
+    let _serial = serial();
+    let s3 = S3::from_env();
+    let s = Setup::new();
+    common::remote::sources_with_random(&s, 48, 11);
+    let bucket = s3.bucket();
+    let proxy = Proxy::start(&s3.endpoint);
+    let mut cmd = s.backup();
+    s3.configure(&mut cmd, &bucket, "");
+    cmd.env("AWS_ENDPOINT", format!("127.0.0.1:{}", proxy.port))
+        .env("AWS_PART_SIZE", "5")
+        .env("BACKUP_COMPRESSION", "none")
+        .env("BACKUP_FILENAME", "outage.tar")
+        .env("BACKUP_RETRY_TIMEOUT", "60s")
+        .env("BACKUP_STATE_DIR", s.tmp.path().join("state"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    assert!(proxy.wait_for_upstream(12 << 20, Duration::from_secs(60)));
+    // The server is unreachable for 8 s in the middle of the multipart upload.
+    proxy.kill();
+    std::thread::sleep(Duration::from_secs(8));
+    let _back = Proxy::start_on(&s3.endpoint, proxy.port);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("WARN") && err.contains("[default] S3: "),
+        "{err}"
+    );
+    assert_eq!(s3.keys(&bucket, ""), ["outage.tar"]);
+    let copy = s.tmp.path().join("from-s3.tar");
+    s3.get(&bucket, "outage.tar", &copy);
+    restore_and_compare(&s, &copy);
+    assert!(s3.open_uploads(&bucket).is_empty());
+}
+
+#[test]
+fn s3_upload_of_a_killed_run_is_aborted_by_the_next_run() {
+    let _serial = serial();
+    let s3 = S3::from_env();
+    let s = Setup::new();
+    common::remote::sources_with_random(&s, 48, 13);
+    let bucket = s3.bucket();
+    let state = s.tmp.path().join("state");
+    let proxy = Proxy::start(&s3.endpoint);
+    let mut cmd = s.backup();
+    s3.configure(&mut cmd, &bucket, "");
+    cmd.env("AWS_ENDPOINT", format!("127.0.0.1:{}", proxy.port))
+        .env("AWS_PART_SIZE", "5")
+        .env("BACKUP_COMPRESSION", "none")
+        .env("BACKUP_STATE_DIR", &state)
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    assert!(proxy.wait_for_upstream(8 << 20, Duration::from_secs(60)));
+    // kill -9: no clean-up of any kind runs.
+    child.kill().unwrap();
+    let _ = child.wait();
+    let open = s3.open_uploads(&bucket);
+    assert_eq!(open.len(), 1, "{open:?}");
+    let listed = fs::read_to_string(state.join("s3-unfinished-uploads")).unwrap();
+    assert!(listed.contains(open[0]["id"].as_str().unwrap()), "{listed}");
+
+    fs::remove_dir_all(&s.src).unwrap();
+    fs::create_dir(&s.src).unwrap();
+    fs::write(s.src.join("small"), "small").unwrap();
+    let mut again = s.backup();
+    s3.configure(&mut again, &bucket, "");
+    again
+        .env("AWS_ENDPOINT", format!("127.0.0.1:{}", proxy.port))
+        .env("BACKUP_STATE_DIR", &state)
+        .env("BACKUP_FILENAME", "second.tar.gz");
+    let out = run(&mut again);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        s3.open_uploads(&bucket).is_empty(),
+        "the killed run's parts are gone"
+    );
+    assert_eq!(s3.keys(&bucket, ""), ["second.tar.gz"]);
+}
