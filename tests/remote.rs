@@ -554,14 +554,8 @@ fn sigterm_during_an_s3_upload_aborts_it() {
     common::remote::sources_with_random(&s, 64, 7);
     let bucket = s3.bucket();
     let proxy = Proxy::start(&s3.endpoint);
-    let mut cmd = s.backup();
-    s3.configure(&mut cmd, &bucket, "");
-    cmd.env("AWS_ENDPOINT", format!("127.0.0.1:{}", proxy.port))
-        .env("AWS_PART_SIZE", "5")
-        .env("BACKUP_COMPRESSION", "none")
-        .env("BACKUP_STATE_DIR", s.tmp.path().join("state"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = multipart_through(&proxy, &s3, &s, &bucket);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     assert!(proxy.wait_for_upstream(6 << 20, Duration::from_secs(60)));
     signal(&child, nix::sys::signal::Signal::SIGTERM);
@@ -584,16 +578,11 @@ fn s3_server_away_for_seconds_mid_upload_does_not_fail_the_run() {
     common::remote::sources_with_random(&s, 48, 11);
     let bucket = s3.bucket();
     let proxy = Proxy::start(&s3.endpoint);
-    let mut cmd = s.backup();
-    s3.configure(&mut cmd, &bucket, "");
-    cmd.env("AWS_ENDPOINT", format!("127.0.0.1:{}", proxy.port))
-        .env("AWS_PART_SIZE", "5")
-        .env("BACKUP_COMPRESSION", "none")
-        .env("BACKUP_FILENAME", "outage.tar")
+    let mut cmd = multipart_through(&proxy, &s3, &s, &bucket);
+    cmd.env("BACKUP_FILENAME", "outage.tar")
         .env("BACKUP_RETRY_TIMEOUT", "60s")
-        .env("BACKUP_STATE_DIR", s.tmp.path().join("state"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     assert!(proxy.wait_for_upstream(12 << 20, Duration::from_secs(60)));
     // The server is unreachable for 8 s in the middle of the multipart upload.
@@ -623,13 +612,8 @@ fn s3_upload_of_a_killed_run_is_aborted_by_the_next_run() {
     let bucket = s3.bucket();
     let state = s.tmp.path().join("state");
     let proxy = Proxy::start(&s3.endpoint);
-    let mut cmd = s.backup();
-    s3.configure(&mut cmd, &bucket, "");
-    cmd.env("AWS_ENDPOINT", format!("127.0.0.1:{}", proxy.port))
-        .env("AWS_PART_SIZE", "5")
-        .env("BACKUP_COMPRESSION", "none")
-        .env("BACKUP_STATE_DIR", &state)
-        .stderr(std::process::Stdio::null());
+    let mut cmd = multipart_through(&proxy, &s3, &s, &bucket);
+    cmd.stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
     assert!(proxy.wait_for_upstream(8 << 20, Duration::from_secs(60)));
     // kill -9: no clean-up of any kind runs.
@@ -656,4 +640,16 @@ fn s3_upload_of_a_killed_run_is_aborted_by_the_next_run() {
         "the killed run's parts are gone"
     );
     assert_eq!(s3.keys(&bucket, ""), ["second.tar.gz"]);
+}
+
+/// A backup into `bucket` through `proxy` as a multipart upload of 5 MiB parts, with its
+/// state folder in the test's temporary folder.
+fn multipart_through(proxy: &Proxy, s3: &S3, s: &Setup, bucket: &str) -> Command {
+    let mut cmd = s.backup();
+    s3.configure(&mut cmd, bucket, "");
+    cmd.env("AWS_ENDPOINT", format!("127.0.0.1:{}", proxy.port))
+        .env("AWS_PART_SIZE", "5")
+        .env("BACKUP_COMPRESSION", "none")
+        .env("BACKUP_STATE_DIR", s.tmp.path().join("state"));
+    cmd
 }

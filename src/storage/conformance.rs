@@ -181,34 +181,31 @@ mod tests {
         assert!(names.contains(&"c.tar.gz".to_owned()) && names.contains(&"d.tar.gz".to_owned()));
     }
 
+    /// Lists a memory destination whose first `failures` requests fail, within `budget`.
+    async fn list_through(
+        failures: usize,
+        budget: Duration,
+    ) -> Result<Vec<crate::storage::Entry>, crate::storage::StorageError> {
+        let store = Faulty::new(MemoryStorage::new(), failures, Duration::from_millis(5));
+        let policy = RetryPolicy {
+            initial_backoff: Duration::from_millis(5),
+            ..RetryPolicy::with_timeout(budget)
+        };
+        policy
+            .run(
+                "listing",
+                |e: &crate::storage::StorageError| e.is_transient(),
+                || store.list(),
+            )
+            .await
+    }
+
     #[tokio::test]
     async fn requests_are_retried_through_transient_failures_within_the_budget() {
-        let store = Faulty::new(MemoryStorage::new(), 3, Duration::from_millis(5));
-        let policy = RetryPolicy {
-            initial_backoff: Duration::from_millis(5),
-            ..RetryPolicy::with_timeout(Duration::from_secs(5))
-        };
-        let listed = policy
-            .run(
-                "listing",
-                |e: &crate::storage::StorageError| e.is_transient(),
-                || store.list(),
-            )
-            .await;
+        let listed = list_through(3, Duration::from_secs(5)).await;
         assert!(listed.is_ok(), "{listed:?}");
         // A budget that is spent fails with the transient error itself.
-        let store = Faulty::new(MemoryStorage::new(), 1000, Duration::ZERO);
-        let policy = RetryPolicy {
-            initial_backoff: Duration::from_millis(5),
-            ..RetryPolicy::with_timeout(Duration::from_millis(100))
-        };
-        let listed = policy
-            .run(
-                "listing",
-                |e: &crate::storage::StorageError| e.is_transient(),
-                || store.list(),
-            )
-            .await;
+        let listed = list_through(1000, Duration::from_millis(100)).await;
         assert!(listed.unwrap_err().is_transient());
     }
 }
