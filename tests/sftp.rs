@@ -110,6 +110,7 @@ fn keys_of_every_kind_log_in_and_a_passphrase_is_needed_where_set() {
         ("ed25519_pass", Some("key pass")),
         ("rsa_pem", None),
         ("ecdsa", None),
+        ("ecdsa_short", None),
     ] {
         let s = Setup::new();
         fs::write(s.src.join("f"), file).unwrap();

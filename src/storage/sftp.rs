@@ -608,3 +608,19 @@ impl Storage for SftpStorage {
         Ok(Box::pin(stream))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// ssh-keygen writes the P-256 scalar as an `mpint`, without leading zero bytes, so
+    /// 1 key in 256 has a 31-byte scalar. ssh-key 0.7.0-rc.11 refused those keys (fixed
+    /// by the patch in vendor/ssh-key); this key is one of them.
+    #[test]
+    fn a_p256_key_with_a_short_scalar_loads() {
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/ecdsa_p256_short_scalar"
+        );
+        let key = russh::keys::load_secret_key(file, None).expect("the key loads");
+        assert_eq!(key.algorithm().as_str(), "ecdsa-sha2-nistp256");
+    }
+}
