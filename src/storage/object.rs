@@ -21,6 +21,7 @@ use object_store::{
 use tokio::task::JoinSet;
 
 use super::parts::PartPlan;
+use super::error::{kind_of_request, kind_of_status};
 use super::{Entry, ErrorKind, Storage, StorageError, Stored, cleanup};
 use crate::stream::ByteStream;
 
@@ -131,31 +132,40 @@ fn remote(what: impl Into<String>, e: object_store::Error) -> StorageError {
     let kind = match &e {
         E::NotFound { .. } => ErrorKind::NotFound,
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::Denied,
-        _ if is_transient(&e) => ErrorKind::Transient,
-        _ => ErrorKind::Other,
+        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
+            ErrorKind::Other
+        }
+        _ => kind_of_cause(&e),
     };
     StorageError::new(kind, what, crate::net::error_chain(&e))
 }
 
-/// Whether an object-store error may pass: its HTTP client gave up on a connection, a
-/// timeout or a 5xx/429 answer.
-fn is_transient(e: &object_store::Error) -> bool {
-    let text = crate::net::error_chain(e).to_ascii_lowercase();
-    [
-        "connect",
-        "timed out",
-        "timeout",
-        "connection",
-        "error sending request",
-        "server error",
-        "429",
-        "500",
-        "502",
-        "503",
-        "504",
-    ]
-    .iter()
-    .any(|w| text.contains(w))
+/// The kind of the HTTP failure under an object-store error: the client's transport error
+/// kind where there is one, else the status of the server's answer.
+fn kind_of_cause(e: &object_store::Error) -> ErrorKind {
+    use object_store::client::{HttpError, HttpErrorKind as H};
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(http) = c.downcast_ref::<HttpError>() {
+            return match http.kind() {
+                H::Connect | H::Request | H::Timeout | H::Interrupted => ErrorKind::Transient,
+                _ => ErrorKind::Other,
+            };
+        }
+        if let Some(r) = c.downcast_ref::<reqwest::Error>() {
+            return kind_of_request(r);
+        }
+        cause = c.source();
+    }
+    // object_store keeps the status of a refused request in a private type; its message
+    // ("... status code: 503 Service Unavailable: ...") is the only way to it.
+    status_in(&crate::net::error_chain(e)).map_or(ErrorKind::Other, kind_of_status)
+}
+
+/// The HTTP status after "status code: " in an object-store message.
+fn status_in(text: &str) -> Option<u16> {
+    let (_, rest) = text.split_once("status code: ")?;
+    rest.get(..3)?.parse().ok()
 }
 
 impl ObjectFolder {
@@ -359,5 +369,33 @@ mod tests {
         assert_eq!(content_type("b.tar"), "application/x-tar");
         assert_eq!(content_type("b.tar.gz.gpg"), "application/pgp-encrypted");
         assert_eq!(content_type("b.bin"), "application/octet-stream");
+    }
+
+    #[test]
+    fn object_store_errors_keep_their_kind() {
+        use object_store::client::{HttpError, HttpErrorKind};
+        let generic = |source: Box<dyn std::error::Error + Send + Sync>| {
+            object_store::Error::Generic {
+                store: "S3",
+                source,
+            }
+        };
+        let kind = |e| remote("x", e).kind();
+        let io = std::io::Error::other("refused");
+        let connect = generic(Box::new(HttpError::new(HttpErrorKind::Connect, io)));
+        assert_eq!(kind(connect), ErrorKind::Transient);
+        let decode = HttpError::new(HttpErrorKind::Decode, std::io::Error::other("bad xml"));
+        assert_eq!(kind(generic(Box::new(decode))), ErrorKind::Other);
+        let status = |s: &str| generic(format!("Server returned non-2xx status code: {s}").into());
+        assert_eq!(kind(status("503 Service Unavailable: ")), ErrorKind::Transient);
+        assert_eq!(kind(status("429 Too Many Requests: ")), ErrorKind::Transient);
+        assert_eq!(kind(status("400 Bad Request: <Error/>")), ErrorKind::Other);
+        // A bucket or object name that merely contains "500" or "connect" is not a cause.
+        assert_eq!(kind(generic("no bucket connect-500".into())), ErrorKind::Other);
+        let missing = object_store::Error::NotFound {
+            path: "a".into(),
+            source: "gone".into(),
+        };
+        assert_eq!(kind(missing), ErrorKind::NotFound);
     }
 }

@@ -2,13 +2,12 @@
 //! scripts/build-image, running as a sidecar next to a labeled app with the Docker socket
 //! mounted read-only. Also checks that compose.example.yml is a valid compose file.
 
-mod common;
 
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::docker::*;
-use common::*;
+use crate::common::docker::*;
+use crate::common::*;
 
 /// The dunnage image built from the binary under test, once per test process.
 fn image() -> &'static str {

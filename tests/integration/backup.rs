@@ -1,12 +1,11 @@
 //! `dunnage backup` end to end: the real binary, a real source tree, the system `tar`.
 
-mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn round_trip(compression: &str, extension: &str) {
     let s = Setup::new();

@@ -2,14 +2,13 @@
 //! request: the sequence for success and failure, both URL styles, and a receiver that
 //! never answers.
 
-mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// One request as received: method, path with query, body.
 type Seen = Arc<Mutex<Vec<(String, String, String)>>>;

@@ -3,24 +3,23 @@
 //! storage class and access tier, pruning, wrong credentials, a server that vanishes
 //! mid-upload, TLS with a private CA, and `check`.
 
-mod common;
 
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::remote::{
+use crate::common::remote::{
     AZURE_ACCOUNT, AZURE_KEY, Azure, Proxy, S3, restore_and_compare, serial, stdout,
 };
-use common::*;
+use crate::common::*;
 
 #[test]
 fn s3_round_trip_in_several_parts_with_storage_class_and_content_type() {
     let _serial = serial();
     let s3 = S3::from_env();
     let s = Setup::new();
-    common::remote::sources_with_random(&s, 16, 7);
+    crate::common::remote::sources_with_random(&s, 16, 7);
     let bucket = s3.bucket();
     let mut cmd = s.backup();
     s3.configure(&mut cmd, &bucket, "/daily/");
@@ -163,7 +162,7 @@ fn s3_server_gone_mid_upload_leaves_no_object_and_no_open_upload() {
     let _serial = serial();
     let s3 = S3::from_env();
     let s = Setup::new();
-    common::remote::sources_with_random(&s, 48, 7);
+    crate::common::remote::sources_with_random(&s, 48, 7);
     let bucket = s3.bucket();
     let proxy = Proxy::start(&s3.endpoint);
     let state = s.tmp.path().join("state");
@@ -333,7 +332,7 @@ fn azure_round_trip_in_blocks_with_access_tier() {
     let _serial = serial();
     let azure = Azure::from_env();
     let s = Setup::new();
-    common::remote::sources_with_random(&s, 6, 7);
+    crate::common::remote::sources_with_random(&s, 6, 7);
     let container = azure.container();
     let mut cmd = s.backup();
     azure.configure(&mut cmd, &container, "nightly");
@@ -447,7 +446,7 @@ fn azure_server_gone_mid_upload_commits_nothing() {
     let _serial = serial();
     let azure = Azure::from_env();
     let s = Setup::new();
-    common::remote::sources_with_random(&s, 32, 7);
+    crate::common::remote::sources_with_random(&s, 32, 7);
     let container = azure.container();
     let authority = azure.endpoint.trim_start_matches("http://");
     let target = authority.split('/').next().unwrap().to_owned();
@@ -517,7 +516,7 @@ fn one_run_stores_the_same_archive_in_local_s3_and_azure() {
     let s3 = S3::from_env();
     let azure = Azure::from_env();
     let s = Setup::new();
-    common::remote::sources_with_random(&s, 12, 7);
+    crate::common::remote::sources_with_random(&s, 12, 7);
     let bucket = s3.bucket();
     let container = azure.container();
     let mut cmd = s.backup();
@@ -551,7 +550,7 @@ fn sigterm_during_an_s3_upload_aborts_it() {
     let _serial = serial();
     let s3 = S3::from_env();
     let s = Setup::new();
-    common::remote::sources_with_random(&s, 64, 7);
+    crate::common::remote::sources_with_random(&s, 64, 7);
     let bucket = s3.bucket();
     let proxy = Proxy::start(&s3.endpoint);
     let mut cmd = multipart_through(&proxy, &s3, &s, &bucket);
@@ -575,7 +574,7 @@ fn s3_server_away_for_seconds_mid_upload_does_not_fail_the_run() {
     let _serial = serial();
     let s3 = S3::from_env();
     let s = Setup::new();
-    common::remote::sources_with_random(&s, 48, 11);
+    crate::common::remote::sources_with_random(&s, 48, 11);
     let bucket = s3.bucket();
     let proxy = Proxy::start(&s3.endpoint);
     let mut cmd = multipart_through(&proxy, &s3, &s, &bucket);
@@ -608,7 +607,7 @@ fn s3_upload_of_a_killed_run_is_aborted_by_the_next_run() {
     let _serial = serial();
     let s3 = S3::from_env();
     let s = Setup::new();
-    common::remote::sources_with_random(&s, 48, 13);
+    crate::common::remote::sources_with_random(&s, 48, 13);
     let bucket = s3.bucket();
     let state = s.tmp.path().join("state");
     let proxy = Proxy::start(&s3.endpoint);

@@ -3,15 +3,14 @@
 //! fake checks chunk sizes, offsets and session closing, so a file it stored is exactly
 //! the bytes appended; the tests read that file from the fake's folder.
 
-mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::remote::{Proxy, names_in, restore_and_compare, stdout};
-use common::*;
+use crate::common::remote::{Proxy, names_in, restore_and_compare, stdout};
+use crate::common::*;
 
 struct Fake {
     child: Child,
@@ -91,7 +90,7 @@ impl Drop for Fake {
 #[test]
 fn round_trip_in_concurrent_chunks_with_429_5xx_and_an_expired_token() {
     let s = Setup::new();
-    common::remote::sources_with_random(&s, 40, 11);
+    crate::common::remote::sources_with_random(&s, 40, 11);
     let fake = Fake::start(&s.tmp.path().join("dropbox"));
     // Faults Dropbox produces: rate limits, a server error, an access token that expires
     // while chunks are being appended.
@@ -222,7 +221,7 @@ fn wrong_credentials_fail_that_destination_only_and_stay_secret() {
 #[test]
 fn server_gone_mid_upload_commits_nothing() {
     let s = Setup::new();
-    common::remote::sources_with_random(&s, 48, 11);
+    crate::common::remote::sources_with_random(&s, 48, 11);
     let fake = Fake::start(&s.tmp.path().join("dropbox"));
     let proxy = Proxy::start(&format!("127.0.0.1:{}", fake.port));
     let mut cmd = s.backup();

@@ -1,14 +1,13 @@
 //! The WebDAV destination against WsgiDAV and Apache mod_dav (started by `scripts/test`):
 //! the stored files are read straight from the folders the servers serve.
 
-mod common;
 
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::remote::{Proxy, env, names_in, restore_and_compare, stdout, unique, write_old};
-use common::*;
+use crate::common::remote::{Proxy, env, names_in, restore_and_compare, stdout, unique, write_old};
+use crate::common::*;
 
 /// One of the two servers.
 struct Dav {

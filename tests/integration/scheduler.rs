@@ -1,14 +1,13 @@
 //! The foreground scheduler end to end: an every-second cron writes real backups, retention
 //! prunes them, a one-shot `backup` waits for the lock, SIGTERM stops it cleanly.
 
-mod common;
 
 use std::fs;
 use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Collects a child's stderr on a thread so the test can look at it while it runs.
 struct Log {

@@ -3,11 +3,10 @@
 //! archive stores nothing, a cancelled upload leaves nothing, missing objects are not found.
 //! The in-memory and local destinations run the same suite in the unit tests.
 
-mod common;
 
 use std::process::Command;
 
-use common::remote::{Azure, S3, env, serial, unique};
+use crate::common::remote::{Azure, S3, env, serial, unique};
 use dunnage::config::{self, Vars};
 use dunnage::storage::{self, Backend, conformance};
 

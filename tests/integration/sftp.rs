@@ -2,14 +2,13 @@
 //! key logins, host key checking, pruning, a server that vanishes mid-upload. Stored files
 //! are read straight from the folder the test user writes to.
 
-mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::remote::{Proxy, env, names_in, restore_and_compare, stdout, unique, write_old};
-use common::*;
+use crate::common::remote::{Proxy, env, names_in, restore_and_compare, stdout, unique, write_old};
+use crate::common::*;
 
 fn key(name: &str) -> PathBuf {
     Path::new(&env("DUNNAGE_TEST_SSH_KEYS")).join(name)

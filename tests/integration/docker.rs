@@ -1,14 +1,13 @@
 //! Stopping and restarting labeled containers, against a real Docker engine (scripts/test
 //! starts one with no networks; containers run with `--network none`).
 
-mod common;
 
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::docker::{busybox, docker_ok as docker, engine};
-use common::*;
+use crate::common::docker::{busybox, docker_ok as docker, engine};
+use crate::common::*;
 
 /// A running app container with `labels`, writing a counter into `data` every 50 ms.
 struct App {

@@ -9,15 +9,14 @@
 //!
 //! Also: levels, template files, and failures that must not fail the backup.
 
-mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::remote::env;
-use common::*;
+use crate::common::remote::env;
+use crate::common::*;
 use serde_json::Value;
 
 fn free_port() -> u16 {

@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests: run the real binary, build source trees, extract
 //! archives with the system `tar` and compare the result with the source.
 
-#![allow(dead_code)]
-
 pub mod docker;
 pub mod remote;
 

@@ -1,12 +1,11 @@
 //! print-config, check, conf.d schedules, retention and the lock, through the real binary.
 
-mod common;
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::*;
+use crate::common::*;
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()

@@ -1,0 +1,21 @@
+//! The integration tests, one binary (one link): each module drives the real `dunnage`
+//! binary, or the library's storage layer, against real tools and the servers that
+//! `scripts/with-servers` starts on 127.0.0.1. Run one module with
+//! `scripts/test --test integration sftp::`.
+
+mod common;
+
+mod backup;
+mod cli;
+mod conformance;
+mod docker;
+mod docs;
+mod dropbox;
+mod faults;
+mod health;
+mod image;
+mod notify;
+mod remote;
+mod scheduler;
+mod sftp;
+mod webdav;
