@@ -18,11 +18,13 @@ use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
 };
+use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
-use super::parts::PartPlan;
 use super::error::{kind_of_request, kind_of_status};
-use super::{Entry, ErrorKind, Storage, StorageError, Stored, cleanup};
+use super::parts::PartPlan;
+use super::staged::Staged;
+use super::{Entry, ErrorKind, Storage, StorageError, Stored};
 use crate::stream::ByteStream;
 
 /// Starts multipart uploads. S3 supplies its own (to remember uploads it could not abort);
@@ -69,45 +71,66 @@ pub(super) struct ObjectFolder {
     pub attributes: Attributes,
 }
 
-/// An open multipart upload that is aborted if it is dropped before it was completed or
-/// aborted: a cancelled run leaves no parts behind.
-struct OpenUpload {
-    upload: Option<Box<dyn MultipartUpload>>,
-    what: String,
+/// A multipart upload in progress: its parts in flight, and its removal (an abort) unless
+/// it is completed, through the one unfinished-upload lifecycle ([`Staged`]).
+struct Multipart {
+    /// Shared by the part uploads and the abort.
+    upload: Arc<Mutex<Box<dyn MultipartUpload>>>,
+    parts: JoinSet<object_store::Result<()>>,
+    staged: Staged,
 }
 
-impl OpenUpload {
-    async fn complete(mut self) -> object_store::Result<()> {
-        let mut upload = self.upload.take().expect("open upload");
-        match upload.complete().await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                abort(upload, &self.what).await;
-                Err(e)
+impl Multipart {
+    async fn begin(
+        folder: &ObjectFolder,
+        path: &Path,
+        attributes: Attributes,
+        location: &str,
+    ) -> Result<Multipart, StorageError> {
+        let upload = folder
+            .begin
+            .begin(path, attributes)
+            .await
+            .map_err(|e| remote(format!("starting the upload of {location}"), e))?;
+        let upload = Arc::new(Mutex::new(upload));
+        let abort = {
+            let upload = upload.clone();
+            let what = format!("aborting the upload of {location}");
+            async move {
+                upload
+                    .lock()
+                    .await
+                    .abort()
+                    .await
+                    .map_err(|e| remote(what, e))
             }
-        }
+        };
+        Ok(Multipart {
+            upload,
+            parts: JoinSet::new(),
+            staged: Staged::new(format!("the unfinished upload of {location}"), abort),
+        })
     }
 
-    async fn abort(mut self) {
-        if let Some(upload) = self.upload.take() {
-            abort(upload, &self.what).await;
-        }
+    /// Starts uploading the next part.
+    async fn send(&mut self, part: Vec<Bytes>) {
+        let payload: PutPayload = part.into_iter().collect();
+        let request = self.upload.lock().await.put_part(payload);
+        self.parts.spawn(request);
     }
-}
 
-impl Drop for OpenUpload {
-    fn drop(&mut self) {
-        if let Some(upload) = self.upload.take() {
-            let what = std::mem::take(&mut self.what);
-            cleanup::spawn(async move { abort(upload, &what).await });
+    /// Waits until fewer than `limit` parts are in flight.
+    async fn wait_below(&mut self, limit: usize) -> object_store::Result<()> {
+        while self.parts.len() >= limit {
+            joined(self.parts.join_next().await)?;
         }
+        Ok(())
     }
-}
 
-async fn abort(mut upload: Box<dyn MultipartUpload>, what: &str) {
-    match upload.abort().await {
-        Ok(()) => tracing::info!("aborted the unfinished upload of {what}"),
-        Err(e) => tracing::warn!("could not abort the unfinished upload of {what}: {e}"),
+    /// Stops the parts in flight and aborts the upload.
+    async fn discard(mut self) {
+        self.parts.abort_all();
+        self.staged.discard().await;
     }
 }
 
@@ -198,23 +221,11 @@ impl Storage for ObjectFolder {
         let mut part_len = 0u64;
         let mut total = 0u64;
         let mut index = 0u64;
-        let mut open: Option<OpenUpload> = None;
-        let mut uploading: JoinSet<object_store::Result<()>> = JoinSet::new();
-
-        let fail = |open: Option<OpenUpload>, err: StorageError| async move {
-            if let Some(open) = open {
-                open.abort().await;
-            }
-            Err(err)
-        };
-
+        let mut open: Option<Multipart> = None;
         while let Some(item) = data.next().await {
             let chunk = match item {
                 Ok(chunk) => chunk,
-                Err(e) => {
-                    uploading.abort_all();
-                    return fail(open, StorageError::incomplete(e)).await;
-                }
+                Err(e) => return fail(open, StorageError::incomplete(e)).await,
             };
             part_len += chunk.len() as u64;
             total += chunk.len() as u64;
@@ -223,7 +234,6 @@ impl Storage for ObjectFolder {
                 continue;
             }
             if index + 1 >= self.plan.max_parts {
-                uploading.abort_all();
                 let err = io::Error::other(format!(
                     "the archive is larger than {} parts can hold ({} bytes); raise the part \
                      size",
@@ -233,32 +243,20 @@ impl Storage for ObjectFolder {
                 return fail(open, StorageError::io(format!("uploading {location}"), err)).await;
             }
             if open.is_none() {
-                match self.begin.begin(&path, attributes.clone()).await {
-                    Ok(upload) => {
-                        open = Some(OpenUpload {
-                            upload: Some(upload),
-                            what: location.clone(),
-                        })
-                    }
-                    Err(e) => return Err(remote(format!("starting the upload of {location}"), e)),
-                }
+                open = Some(Multipart::begin(self, &path, attributes.clone(), &location).await?);
             }
-            let upload = open.as_mut().and_then(|o| o.upload.as_mut()).expect("open");
-            let payload: PutPayload = std::mem::take(&mut part).into_iter().collect();
-            uploading.spawn(upload.put_part(payload));
+            let multipart = open.as_mut().expect("begun above");
+            multipart.send(std::mem::take(&mut part)).await;
             part_len = 0;
             index += 1;
             // Keep the bytes uploading within the budget: wait for parts to finish.
             let limit = self.plan.in_flight_for(self.plan.size(index));
-            while uploading.len() >= limit {
-                if let Err(e) = joined(uploading.join_next().await) {
-                    uploading.abort_all();
-                    return fail(open, remote(format!("uploading {location}"), e)).await;
-                }
+            if let Err(e) = multipart.wait_below(limit).await {
+                return fail(open, remote(format!("uploading {location}"), e)).await;
             }
         }
 
-        let Some(mut open) = open else {
+        let Some(mut multipart) = open else {
             // Smaller than one part: a single request.
             let payload: PutPayload = part.into_iter().collect();
             let opts = PutOptions {
@@ -275,24 +273,22 @@ impl Storage for ObjectFolder {
             });
         };
         if !part.is_empty() {
-            let upload = open.upload.as_mut().expect("open");
-            let payload: PutPayload = part.into_iter().collect();
-            uploading.spawn(upload.put_part(payload));
+            multipart.send(part).await;
         }
-        while let Some(done) = uploading.join_next().await {
-            if let Err(e) = joined(Some(done)) {
-                uploading.abort_all();
-                return fail(Some(open), remote(format!("uploading {location}"), e)).await;
-            }
+        if let Err(e) = multipart.wait_below(1).await {
+            return fail(Some(multipart), remote(format!("uploading {location}"), e)).await;
         }
-        if let Err(e) = open.complete().await {
+        let completed = multipart.upload.lock().await.complete().await;
+        if let Err(e) = completed {
             // The commit may have happened with its answer lost: look before failing.
             let stored = self.store.head(&path).await;
             if !stored.is_ok_and(|meta| meta.size == total) {
-                return Err(remote(format!("completing the upload of {location}"), e));
+                let err = remote(format!("completing the upload of {location}"), e);
+                return fail(Some(multipart), err).await;
             }
             tracing::info!("{location}: the commit's answer was lost, but it happened");
         }
+        multipart.staged.committed();
         Ok(Stored {
             location,
             bytes: total,
@@ -345,6 +341,14 @@ impl Storage for ObjectFolder {
 }
 
 /// A finished part task: its own error, or a panic turned into one.
+/// Ends a failed upload: what was uploaded of it is aborted.
+async fn fail(open: Option<Multipart>, err: StorageError) -> Result<Stored, StorageError> {
+    if let Some(multipart) = open {
+        multipart.discard().await;
+    }
+    Err(err)
+}
+
 fn joined(
     done: Option<Result<object_store::Result<()>, tokio::task::JoinError>>,
 ) -> object_store::Result<()> {
@@ -374,12 +378,11 @@ mod tests {
     #[test]
     fn object_store_errors_keep_their_kind() {
         use object_store::client::{HttpError, HttpErrorKind};
-        let generic = |source: Box<dyn std::error::Error + Send + Sync>| {
-            object_store::Error::Generic {
+        let generic =
+            |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
                 store: "S3",
                 source,
-            }
-        };
+            };
         let kind = |e| remote("x", e).kind();
         let io = std::io::Error::other("refused");
         let connect = generic(Box::new(HttpError::new(HttpErrorKind::Connect, io)));
@@ -387,11 +390,20 @@ mod tests {
         let decode = HttpError::new(HttpErrorKind::Decode, std::io::Error::other("bad xml"));
         assert_eq!(kind(generic(Box::new(decode))), ErrorKind::Other);
         let status = |s: &str| generic(format!("Server returned non-2xx status code: {s}").into());
-        assert_eq!(kind(status("503 Service Unavailable: ")), ErrorKind::Transient);
-        assert_eq!(kind(status("429 Too Many Requests: ")), ErrorKind::Transient);
+        assert_eq!(
+            kind(status("503 Service Unavailable: ")),
+            ErrorKind::Transient
+        );
+        assert_eq!(
+            kind(status("429 Too Many Requests: ")),
+            ErrorKind::Transient
+        );
         assert_eq!(kind(status("400 Bad Request: <Error/>")), ErrorKind::Other);
         // A bucket or object name that merely contains "500" or "connect" is not a cause.
-        assert_eq!(kind(generic("no bucket connect-500".into())), ErrorKind::Other);
+        assert_eq!(
+            kind(generic("no bucket connect-500".into())),
+            ErrorKind::Other
+        );
         let missing = object_store::Error::NotFound {
             path: "a".into(),
             source: "gone".into(),

@@ -3,7 +3,6 @@
 //! storage class and access tier, pruning, wrong credentials, a server that vanishes
 //! mid-upload, TLS with a private CA, and `check`.
 
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -562,7 +561,7 @@ fn sigterm_during_an_s3_upload_aborts_it() {
     let err = stderr(&out);
     eprintln!("{err}");
     assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("aborted the unfinished upload"), "{err}");
+    assert!(err.contains("removed the unfinished upload"), "{err}");
     assert!(s3.keys(&bucket, "").is_empty());
     assert!(s3.open_uploads(&bucket).is_empty());
     // The local partial file is gone too.
