@@ -1,6 +1,5 @@
 //! `dunnage backup` end to end: the real binary, a real source tree, the system `tar`.
 
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

@@ -1,6 +1,5 @@
 //! print-config, check, conf.d schedules, retention and the lock, through the real binary.
 
-
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};

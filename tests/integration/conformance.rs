@@ -3,7 +3,6 @@
 //! archive stores nothing, a cancelled upload leaves nothing, missing objects are not found.
 //! The in-memory and local destinations run the same suite in the unit tests.
 
-
 use std::process::Command;
 
 use crate::common::remote::{Azure, S3, env, serial, unique};

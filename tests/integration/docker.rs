@@ -1,7 +1,6 @@
 //! Stopping and restarting labeled containers, against a real Docker engine (scripts/test
 //! starts one with no networks; containers run with `--network none`).
 
-
 use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -3,7 +3,6 @@
 //! fake checks chunk sizes, offsets and session closing, so a file it stored is exactly
 //! the bytes appended; the tests read that file from the fake's folder.
 
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

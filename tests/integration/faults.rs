@@ -1,7 +1,6 @@
 //! Faults during a backup: files that change under the reader, a run killed half-way, and
 //! the memory bound on a large source.
 
-
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Stdio};

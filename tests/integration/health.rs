@@ -2,7 +2,6 @@
 //! request: the sequence for success and failure, both URL styles, and a receiver that
 //! never answers.
 
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};

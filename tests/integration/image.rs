@@ -2,7 +2,6 @@
 //! scripts/build-image, running as a sidecar next to a labeled app with the Docker socket
 //! mounted read-only. Also checks that compose.example.yml is a valid compose file.
 
-
 use std::process::Command;
 use std::sync::OnceLock;
 

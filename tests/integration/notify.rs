@@ -9,7 +9,6 @@
 //!
 //! Also: levels, template files, and failures that must not fail the backup.
 
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,6 @@
 //! The foreground scheduler end to end: an every-second cron writes real backups, retention
 //! prunes them, a one-shot `backup` waits for the lock, SIGTERM stops it cleanly.
 
-
 use std::fs;
 use std::io::Read;
 use std::process::{Child, Stdio};

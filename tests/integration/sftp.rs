@@ -2,7 +2,6 @@
 //! key logins, host key checking, pruning, a server that vanishes mid-upload. Stored files
 //! are read straight from the folder the test user writes to.
 
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,6 @@
 //! The WebDAV destination against WsgiDAV and Apache mod_dav (started by `scripts/test`):
 //! the stored files are read straight from the folders the servers serve.
 
-
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
