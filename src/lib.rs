@@ -8,19 +8,24 @@
 //! Dropbox) -> `prune` (retention over listings) -> `report` (run results) -> `notify`.
 //! `net` (TLS, retry budget, error chains) and `stream` sit at the bottom.
 
-pub mod archive;
+// The public surface: what the binary (`main.rs`) and the integration tests use. The
+// rest is private, so the compiler reports what nothing uses.
 pub mod commands;
 pub mod config;
-pub mod docker;
-pub mod duration;
-pub mod filename;
-pub mod net;
-pub mod notify;
-pub mod pipeline;
-pub mod prune;
 pub mod registry;
-pub mod report;
-pub mod schedule;
-pub mod spool;
 pub mod storage;
-pub mod stream;
+
+pub use notify::capture::{CaptureLayer, RUN_SPAN};
+
+mod archive;
+mod docker;
+mod duration;
+mod filename;
+mod net;
+mod notify;
+mod pipeline;
+mod prune;
+mod report;
+mod schedule;
+mod spool;
+mod stream;

@@ -142,7 +142,7 @@ fn args() -> Vec<OsString> {
 }
 
 fn init_logging() {
-    use dunnage::notify::capture::{CaptureLayer, RUN_SPAN};
+    use dunnage::{CaptureLayer, RUN_SPAN};
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // object_store's own retry lines are replaced by ours (storage::http_log).

@@ -9,12 +9,12 @@
 //! Nothing here changes a run's outcome: a notification that cannot be delivered is logged
 //! and counted, and all of them together never take longer than [`DEADLINE`].
 
-pub mod address;
+mod address;
 pub mod capture;
-pub mod email;
-pub mod health;
-pub mod message;
-pub mod services;
+mod email;
+mod health;
+mod message;
+pub(crate) mod services;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,24 +5,25 @@
 //! stream arrived without an error item. A failed or cancelled `put` leaves no partial file
 //! under that name.
 
-pub mod azure;
+mod azure;
 mod backend;
 pub mod cleanup;
 pub mod conformance;
-pub mod dropbox;
+mod dropbox;
 mod error;
 mod fanout;
 mod http_log;
 mod local;
-pub mod memory;
+#[cfg(test)]
+mod memory;
 mod object;
 mod open;
 mod partial;
-pub mod parts;
-pub mod s3;
-pub mod sftp;
+mod parts;
+pub(crate) mod s3;
+pub(crate) mod sftp;
 mod staged;
-pub mod webdav;
+mod webdav;
 
 use async_trait::async_trait;
 
