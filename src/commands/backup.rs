@@ -13,6 +13,7 @@
 
 use std::time::Instant;
 
+use async_trait::async_trait;
 use jiff::Zoned;
 use tokio::sync::watch;
 
@@ -109,11 +110,26 @@ async fn tell(config: &Config, health: Option<&HealthCheck>, stats: &mut RunStat
     }
 }
 
+/// Runs one phase's pre or post exec hooks (the Docker engine; a fake in tests).
+#[async_trait]
+trait RunHooks: Sync {
+    async fn run(&self, phase: Phase, post: bool, archive_path: &str) -> Result<(), String>;
+}
+
+#[async_trait]
+impl RunHooks for Engine {
+    async fn run(&self, phase: Phase, post: bool, archive_path: &str) -> Result<(), String> {
+        self.run_hooks(phase, post, archive_path)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Exec hooks wrapped around a body: every phase's pre hooks before it (a failing one stops
 /// the run there), every phase's post hooks after it whatever its outcome (their failures
 /// are collected and fail the run at the end).
 struct Hooks<'a> {
-    engine: Option<&'a Engine>,
+    runner: Option<&'a dyn RunHooks>,
     archive_path: &'a str,
     post_errors: Vec<String>,
 }
@@ -124,19 +140,16 @@ impl Hooks<'_> {
         phases: &[Phase],
         body: impl Future<Output = Result<T, String>>,
     ) -> Result<T, String> {
-        let Some(engine) = self.engine else {
+        let Some(runner) = self.runner else {
             return body.await;
         };
         for phase in phases {
-            engine
-                .run_hooks(*phase, false, self.archive_path)
-                .await
-                .map_err(|e| e.to_string())?;
+            runner.run(*phase, false, self.archive_path).await?;
         }
         let result = body.await;
         for phase in phases {
-            if let Err(e) = engine.run_hooks(*phase, true, self.archive_path).await {
-                self.post_errors.push(e.to_string());
+            if let Err(e) = runner.run(*phase, true, self.archive_path).await {
+                self.post_errors.push(e);
             }
         }
         result
@@ -165,7 +178,7 @@ async fn locked(config: &Config, stats: &mut RunStats) -> Result<(), String> {
     }
     let dests: Vec<&dyn Storage> = owned.iter().map(|d| d.as_ref()).collect();
     let mut hooks = Hooks {
-        engine: engine.as_ref(),
+        runner: engine.as_ref().map(|e| e as &dyn RunHooks),
         archive_path: &archive_path,
         post_errors: Vec::new(),
     };
@@ -295,5 +308,101 @@ fn record(
             }
         }
         stats.destinations.push(dest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records every hook it runs; fails the ones listed.
+    struct Fake {
+        ran: Mutex<Vec<String>>,
+        failing: Vec<String>,
+    }
+
+    impl Fake {
+        fn failing(names: &[&str]) -> Fake {
+            Fake {
+                ran: Mutex::new(Vec::new()),
+                failing: names.iter().map(|n| n.to_string()).collect(),
+            }
+        }
+
+        fn ran(&self) -> Vec<String> {
+            self.ran.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl RunHooks for Fake {
+        async fn run(&self, phase: Phase, post: bool, _: &str) -> Result<(), String> {
+            let name = format!("{}-{phase:?}", if post { "post" } else { "pre" }).to_lowercase();
+            self.ran.lock().unwrap().push(name.clone());
+            if self.failing.contains(&name) {
+                Err(format!("{name} failed"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn hooks(fake: &Fake) -> Hooks<'_> {
+        Hooks {
+            runner: Some(fake),
+            archive_path: "/archive/b.tar.gz",
+            post_errors: Vec::new(),
+        }
+    }
+
+    const COPY: [Phase; 2] = [Phase::Archive, Phase::Copy];
+
+    #[tokio::test]
+    async fn a_failing_pre_hook_stops_the_run_before_the_body() {
+        let fake = Fake::failing(&["pre-copy"]);
+        let mut h = hooks(&fake);
+        let mut body_ran = false;
+        let result = h
+            .around(&COPY, async {
+                body_ran = true;
+                Ok(())
+            })
+            .await;
+        assert_eq!(result, Err("pre-copy failed".into()));
+        assert!(!body_ran);
+        // No post hooks either: nothing they would close was opened.
+        assert_eq!(fake.ran(), ["pre-archive", "pre-copy"]);
+    }
+
+    #[tokio::test]
+    async fn post_hooks_run_whatever_the_body_did_and_their_errors_are_kept() {
+        let fake = Fake::failing(&["post-archive"]);
+        let mut h = hooks(&fake);
+        let result: Result<(), String> =
+            h.around(&COPY, async { Err("upload failed".into()) }).await;
+        // The body's failure is the run's cause; the post hooks still ran, in order.
+        assert_eq!(result, Err("upload failed".into()));
+        assert_eq!(
+            fake.ran(),
+            ["pre-archive", "pre-copy", "post-archive", "post-copy"]
+        );
+        assert_eq!(h.post_errors, ["post-archive failed"]);
+
+        let fake = Fake::failing(&["post-copy"]);
+        let mut h = hooks(&fake);
+        assert_eq!(h.around(&COPY, async { Ok(7) }).await, Ok(7));
+        assert_eq!(h.post_errors, ["post-copy failed"]);
+    }
+
+    #[tokio::test]
+    async fn without_docker_the_body_just_runs() {
+        let mut h = Hooks {
+            runner: None,
+            archive_path: "",
+            post_errors: Vec::new(),
+        };
+        assert_eq!(h.around(&COPY, async { Ok(1) }).await, Ok(1));
+        assert!(h.post_errors.is_empty());
     }
 }
