@@ -179,12 +179,7 @@ impl Config {
         };
         p.check_names_and_features();
 
-        let cron = {
-            let raw = p.string("BACKUP_CRON_EXPRESSION");
-            CronSchedule::parse(&raw)
-                .map_err(|why| p.problem("BACKUP_CRON_EXPRESSION", &raw, why))
-                .ok()
-        };
+        let cron = p.cron();
         let jitter = p.duration("BACKUP_JITTER");
         let lock_timeout = p.duration("LOCK_TIMEOUT");
         let lock_file = p.path("BACKUP_LOCK_FILE");
@@ -192,51 +187,12 @@ impl Config {
         let archive_dir = p.path("BACKUP_ARCHIVE");
         let codec = p.codec();
         let expand = p.bool("BACKUP_FILENAME_EXPAND");
-        if p.bool("BACKUP_FROM_SNAPSHOT") {
-            p.warnings.push(
-                "BACKUP_FROM_SNAPSHOT=true is deprecated and ignored: dunnage reads each file \
-                 once and reports files that change while read; stop containers with labels \
-                 for a consistent copy"
-                    .into(),
-            );
-        }
+        p.deprecated_snapshot();
         let time_zone = p.time_zone();
 
-        let filename = {
-            let raw = p.string("BACKUP_FILENAME");
-            let raw = if expand {
-                expand_vars(&raw, &vars)
-            } else {
-                raw
-            };
-            FilenameTemplate::new(&raw, codec.extension())
-                .map_err(|e| p.problem("BACKUP_FILENAME", &raw, e.to_string()))
-                .ok()
-        };
-
-        let exclude = p.optional("BACKUP_EXCLUDE_REGEXP").and_then(|raw| {
-            regex::bytes::Regex::new(&raw)
-                .map_err(|e| {
-                    p.problem(
-                        "BACKUP_EXCLUDE_REGEXP",
-                        &raw,
-                        format!("not a valid regular expression: {e}"),
-                    )
-                })
-                .ok()
-        });
-
-        let latest_symlink = p.optional("BACKUP_LATEST_SYMLINK").and_then(|raw| {
-            let name = if expand {
-                expand_vars(&raw, &vars)
-            } else {
-                raw
-            };
-            filename::check_plain_name(&name)
-                .map_err(|why| p.problem("BACKUP_LATEST_SYMLINK", &name, why))
-                .ok()
-                .map(|()| name)
-        });
+        let filename = p.filename(expand, codec.extension());
+        let exclude = p.exclude();
+        let latest_symlink = p.latest_symlink(expand);
 
         let retention = p.retention(expand);
         let skip_prune = p.skip_prune();
@@ -249,23 +205,7 @@ impl Config {
         let webdav = p.webdav();
         let sftp = p.sftp(&docker.state_dir);
         let dropbox = p.dropbox();
-        let healthcheck =
-            p.optional("BACKUP_HEALTHCHECK_URL")
-                .and_then(|raw| match reqwest::Url::parse(&raw) {
-                    Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
-                        Some(url)
-                    }
-                    _ => {
-                        p.problem(
-                            "BACKUP_HEALTHCHECK_URL",
-                            &raw,
-                            "expected an http(s) URL such as https://hc-ping.com/<uuid> or \
-                         https://kuma.example/api/push/<token>",
-                        );
-                        None
-                    }
-                });
-
+        let healthcheck = p.healthcheck();
         let notifications = p.notifications();
 
         let Parser {
@@ -614,6 +554,80 @@ impl Parser<'_> {
             _ => {
                 self.problem("BACKUP_COMPRESSION", &kind, "expected one of gz, zst, none");
                 Codec::None
+            }
+        }
+    }
+
+    fn cron(&mut self) -> Option<CronSchedule> {
+        let raw = self.string("BACKUP_CRON_EXPRESSION");
+        CronSchedule::parse(&raw)
+            .map_err(|why| self.problem("BACKUP_CRON_EXPRESSION", &raw, why))
+            .ok()
+    }
+
+    fn deprecated_snapshot(&mut self) {
+        if self.bool("BACKUP_FROM_SNAPSHOT") {
+            self.warnings.push(
+                "BACKUP_FROM_SNAPSHOT=true is deprecated and ignored: dunnage reads each file \
+                 once and reports files that change while read; stop containers with labels \
+                 for a consistent copy"
+                    .into(),
+            );
+        }
+    }
+
+    /// A value that may name other variables (`$VAR`), expanded when
+    /// `BACKUP_FILENAME_EXPAND` is set.
+    fn expanded(&self, raw: String, expand: bool) -> String {
+        if expand {
+            expand_vars(&raw, self.vars)
+        } else {
+            raw
+        }
+    }
+
+    fn filename(&mut self, expand: bool, extension: &'static str) -> Option<FilenameTemplate> {
+        let raw = self.string("BACKUP_FILENAME");
+        let raw = self.expanded(raw, expand);
+        FilenameTemplate::new(&raw, extension)
+            .map_err(|e| self.problem("BACKUP_FILENAME", &raw, e.to_string()))
+            .ok()
+    }
+
+    fn exclude(&mut self) -> Option<regex::bytes::Regex> {
+        let raw = self.optional("BACKUP_EXCLUDE_REGEXP")?;
+        regex::bytes::Regex::new(&raw)
+            .map_err(|e| {
+                let why = format!("not a valid regular expression: {e}");
+                self.problem("BACKUP_EXCLUDE_REGEXP", &raw, why)
+            })
+            .ok()
+    }
+
+    fn latest_symlink(&mut self, expand: bool) -> Option<String> {
+        let raw = self.optional("BACKUP_LATEST_SYMLINK")?;
+        let name = self.expanded(raw, expand);
+        match filename::check_plain_name(&name) {
+            Ok(()) => Some(name),
+            Err(why) => {
+                self.problem("BACKUP_LATEST_SYMLINK", &name, why);
+                None
+            }
+        }
+    }
+
+    fn healthcheck(&mut self) -> Option<reqwest::Url> {
+        let raw = self.optional("BACKUP_HEALTHCHECK_URL")?;
+        match reqwest::Url::parse(&raw) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Some(url),
+            _ => {
+                self.problem(
+                    "BACKUP_HEALTHCHECK_URL",
+                    &raw,
+                    "expected an http(s) URL such as https://hc-ping.com/<uuid> or \
+                     https://kuma.example/api/push/<token>",
+                );
+                None
             }
         }
     }
