@@ -298,6 +298,99 @@ impl Inner {
 }
 
 /// A chunk task that panicked or was cancelled, as an error.
+/// An upload session: chunks appended concurrently (up to `DROPBOX_CONCURRENCY`), the
+/// closing chunk last, then a commit under the final name. Nothing is visible in the folder
+/// before the commit; Dropbox drops an unfinished session by itself after a week.
+struct Session<'a> {
+    inner: &'a Arc<Inner>,
+    id: String,
+    offset: u64,
+    appends: JoinSet<Result<(), DbxError>>,
+    closed: bool,
+}
+
+impl<'a> Session<'a> {
+    async fn start(inner: &'a Arc<Inner>) -> Result<Session<'a>, DbxError> {
+        let started = inner
+            .rpc_upload(
+                "files/upload_session/start",
+                json!({"close": false, "session_type": "concurrent"}),
+                Bytes::new(),
+            )
+            .await?;
+        let id = started
+            .get("session_id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| DbxError::Status {
+                route: "files/upload_session/start".into(),
+                status: StatusCode::OK,
+                summary: "no session_id in the answer".into(),
+            })?
+            .to_owned();
+        Ok(Session {
+            inner,
+            id,
+            offset: 0,
+            appends: JoinSet::new(),
+            closed: false,
+        })
+    }
+
+    /// Appends `piece` at the current offset; the `last` piece closes the session.
+    async fn append(&mut self, piece: Bytes, last: bool) -> Result<(), DbxError> {
+        let len = piece.len() as u64;
+        let arg = json!({
+            "cursor": {"session_id": self.id, "offset": self.offset},
+            "close": last,
+        });
+        self.offset += len;
+        if last {
+            // Nothing may be appended after the closing chunk, so every other chunk
+            // (retries included) must be stored first.
+            self.wait_below(1).await?;
+            self.inner
+                .rpc_upload("files/upload_session/append_v2", arg, piece)
+                .await?;
+            self.closed = true;
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        self.appends.spawn(async move {
+            inner
+                .rpc_upload("files/upload_session/append_v2", arg, piece)
+                .await
+                .map(|_| ())
+        });
+        // Keep the bytes in flight within the budget.
+        self.wait_below(self.inner.config.concurrency).await
+    }
+
+    async fn wait_below(&mut self, limit: usize) -> Result<(), DbxError> {
+        while self.appends.len() >= limit.max(1) {
+            match self.appends.join_next().await {
+                Some(done) => done.map_err(joined)??,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the closed session under `path`; the number of bytes stored.
+    async fn finish(self, path: &str) -> Result<u64, DbxError> {
+        self.inner
+            .rpc_upload(
+                "files/upload_session/finish",
+                json!({
+                    "cursor": {"session_id": self.id, "offset": self.offset},
+                    "commit": {"path": path, "mode": "overwrite", "autorename": false, "mute": true},
+                }),
+                Bytes::new(),
+            )
+            .await?;
+        Ok(self.offset)
+    }
+}
+
 fn joined(e: tokio::task::JoinError) -> DbxError {
     DbxError::Status {
         route: "files/upload_session/append_v2".into(),
@@ -371,34 +464,12 @@ impl Storage for DropboxStorage {
 
     async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
         self.ensure_folder().await?;
-        let inner = &self.inner;
-        let path = inner.path(name);
+        let path = self.inner.path(name);
         let location = format!("dropbox:{path}");
         let fail = |e: DbxError| dbx(format!("uploading {location}"), e);
-        let started = inner
-            .rpc_upload(
-                "files/upload_session/start",
-                json!({"close": false, "session_type": "concurrent"}),
-                Bytes::new(),
-            )
-            .await
-            .map_err(fail)?;
-        let session = started
-            .get("session_id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                StorageError::io(
-                    format!("uploading {location}"),
-                    io::Error::other("no session_id in the answer to upload_session/start"),
-                )
-            })?
-            .to_owned();
-
-        let mut appends: JoinSet<Result<(), DbxError>> = JoinSet::new();
+        let mut session = Session::start(&self.inner).await.map_err(fail)?;
         let mut buf = BytesMut::with_capacity(CHUNK);
-        let mut offset = 0u64;
         let mut ended = false;
-        let mut closed = false;
         while !ended {
             // Fill one chunk, or reach the end of the archive.
             while buf.len() < CHUNK {
@@ -415,76 +486,19 @@ impl Storage for DropboxStorage {
             while buf.len() >= CHUNK || (ended && !buf.is_empty()) {
                 let piece = buf.split_to(buf.len().min(CHUNK)).freeze();
                 let last = ended && buf.is_empty();
-                let len = piece.len() as u64;
-                let arg = json!({
-                    "cursor": {"session_id": session, "offset": offset},
-                    "close": last,
-                });
-                if last {
-                    // The closing chunk goes last: nothing may be appended after it, so
-                    // every other chunk (retries included) must be stored first.
-                    while let Some(done) = appends.join_next().await {
-                        done.map_err(|e| fail(joined(e)))?.map_err(fail)?;
-                    }
-                    inner
-                        .rpc_upload("files/upload_session/append_v2", arg, piece)
-                        .await
-                        .map_err(fail)?;
-                    closed = true;
-                } else {
-                    let task = self.inner.clone();
-                    appends.spawn(async move {
-                        task.rpc_upload("files/upload_session/append_v2", arg, piece)
-                            .await
-                            .map(|_| ())
-                    });
-                }
-                offset += len;
-                while appends.len() >= inner.config.concurrency {
-                    if let Some(done) = appends.join_next().await {
-                        done.map_err(|e| {
-                            fail(DbxError::Status {
-                                route: "append".into(),
-                                status: StatusCode::INTERNAL_SERVER_ERROR,
-                                summary: e.to_string(),
-                            })
-                        })?
-                        .map_err(fail)?;
-                    }
-                }
+                session.append(piece, last).await.map_err(fail)?;
             }
             buf.reserve(CHUNK);
         }
-        if !closed {
-            // The archive ended on a chunk boundary: close the session with an empty
-            // append once every chunk is stored.
-            while let Some(done) = appends.join_next().await {
-                done.map_err(|e| fail(joined(e)))?.map_err(fail)?;
-            }
-            inner
-                .rpc_upload(
-                    "files/upload_session/append_v2",
-                    json!({"cursor": {"session_id": session, "offset": offset}, "close": true}),
-                    Bytes::new(),
-                )
-                .await
-                .map_err(fail)?;
+        if !session.closed {
+            // The archive ended on a chunk boundary: close the session with an empty append.
+            session.append(Bytes::new(), true).await.map_err(fail)?;
         }
-        inner
-            .rpc_upload(
-                "files/upload_session/finish",
-                json!({
-                    "cursor": {"session_id": session, "offset": offset},
-                    "commit": {"path": path, "mode": "overwrite", "autorename": false, "mute": true},
-                }),
-                Bytes::new(),
-            )
+        let bytes = session
+            .finish(&path)
             .await
             .map_err(|e| dbx(format!("committing {location}"), e))?;
-        Ok(Stored {
-            location,
-            bytes: offset,
-        })
+        Ok(Stored { location, bytes })
     }
 
     async fn list(&self) -> Result<Vec<Entry>, StorageError> {
