@@ -151,7 +151,7 @@ impl Storage for LocalStorage {
         .await;
         let bytes = match committed {
             Ok(bytes) => {
-                staged.committed();
+                staged.keep();
                 bytes
             }
             Err(e) => {

@@ -86,7 +86,7 @@ impl Storage for MemoryStorage {
             objects.remove(&temp);
             objects.insert(name.to_owned(), (buffer.freeze(), jiff::Timestamp::now()));
         }
-        staged.committed();
+        staged.keep();
         Ok(Stored {
             location: format!("memory:{name}"),
             bytes,

@@ -288,7 +288,7 @@ impl Storage for ObjectFolder {
             }
             tracing::info!("{location}: the commit's answer was lost, but it happened");
         }
-        multipart.staged.committed();
+        multipart.staged.keep();
         Ok(Stored {
             location,
             bytes: total,

@@ -549,7 +549,7 @@ impl Storage for SftpStorage {
             // The rename may have happened with its answer lost: look before failing.
             let size = connection.sftp.metadata(target.as_str()).await.ok();
             if size.and_then(|m| m.size) == Some(total) {
-                staged.committed();
+                staged.keep();
                 return Ok(Stored {
                     location,
                     bytes: total,
@@ -558,7 +558,7 @@ impl Storage for SftpStorage {
             staged.discard().await;
             return Err(io_err("renaming the upload to", &e));
         }
-        staged.committed();
+        staged.keep();
         Ok(Stored {
             location,
             bytes: total,

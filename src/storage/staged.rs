@@ -12,7 +12,7 @@ use super::{ErrorKind, StorageError, cleanup};
 
 type Removal = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + 'static>>;
 
-/// An unfinished upload that is removed unless [`Staged::committed`] is called.
+/// An unfinished upload that is removed unless [`Staged::keep`] is called.
 #[must_use = "an unfinished upload is removed when this is dropped"]
 pub struct Staged {
     /// For messages: "the unfinished upload .x.partial in WebDAV".
@@ -32,13 +32,9 @@ impl Staged {
         }
     }
 
-    /// The upload is under its final name: nothing to remove.
-    pub fn committed(mut self) {
-        self.remove = None;
-    }
-
-    /// Nothing was created after all (the first request never reached the server).
-    pub fn never_created(mut self) {
+    /// Nothing to remove: the upload is under its final name, or nothing was created after
+    /// all (the first request never reached the server).
+    pub fn keep(mut self) {
         self.remove = None;
     }
 
@@ -90,8 +86,7 @@ mod tests {
     #[tokio::test]
     async fn removed_unless_committed_also_when_cancelled() {
         let removed = Arc::new(AtomicUsize::new(0));
-        Staged::new("a", counting(&removed)).committed();
-        Staged::new("b", counting(&removed)).never_created();
+        Staged::new("a", counting(&removed)).keep();
         assert_eq!(removed.load(Ordering::SeqCst), 0);
         Staged::new("c", counting(&removed)).discard().await;
         assert_eq!(removed.load(Ordering::SeqCst), 1);

@@ -469,7 +469,7 @@ impl Storage for WebDavStorage {
         if let Err(e) = uploaded {
             if matches!(&e, DavError::Http(h) if h.is_connect()) {
                 // The request never reached the server: there is nothing to remove.
-                staged.never_created();
+                staged.keep();
             } else {
                 staged.discard().await;
             }
@@ -491,13 +491,13 @@ impl Storage for WebDavStorage {
             // The MOVE may have happened with its answer lost: look before failing.
             if self.holds(name, bytes).await {
                 tracing::info!("{location}: the rename's answer was lost, but it happened");
-                staged.committed();
+                staged.keep();
                 return Ok(Stored { location, bytes });
             }
             staged.discard().await;
             return Err(dav(format!("renaming the upload to {location}"), e));
         }
-        staged.committed();
+        staged.keep();
         Ok(Stored { location, bytes })
     }
 
