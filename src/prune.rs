@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 
 pub use crate::storage::Entry;
@@ -115,37 +116,7 @@ pub fn plan(entries: &[Entry], policy: &Policy, now: &Zoned) -> Plan {
         r.push(format!("one of the last {}", policy.keep_last));
     }
     let tz = now.time_zone().clone();
-    let local = |e: &Entry| e.modified.to_zoned(tz.clone()).date();
-    keep_per_bucket(&candidates, &mut reasons, policy.keep_daily, "daily", |e| {
-        local(e).to_string()
-    });
-    keep_per_bucket(
-        &candidates,
-        &mut reasons,
-        policy.keep_weekly,
-        "weekly",
-        |e| {
-            let w = local(e).iso_week_date();
-            format!("{}-W{:02}", w.year(), w.week())
-        },
-    );
-    keep_per_bucket(
-        &candidates,
-        &mut reasons,
-        policy.keep_monthly,
-        "monthly",
-        |e| {
-            let d = local(e);
-            format!("{}-{:02}", d.year(), d.month())
-        },
-    );
-    keep_per_bucket(
-        &candidates,
-        &mut reasons,
-        policy.keep_yearly,
-        "yearly",
-        |e| local(e).year().to_string(),
-    );
+    keep_calendar(&candidates, &mut reasons, policy, &tz);
 
     let delete_reason = match (policy.days, deadline) {
         (Some(days), Some(deadline)) => format!(
@@ -179,6 +150,25 @@ pub fn plan(entries: &[Entry], policy: &Policy, now: &Zoned) -> Plan {
         )
     });
     Plan { decisions, refused }
+}
+
+/// The daily, weekly, monthly and yearly rules, in `tz`'s calendar.
+fn keep_calendar(entries: &[Entry], reasons: &mut [Vec<String>], policy: &Policy, tz: &TimeZone) {
+    let local = |e: &Entry| e.modified.to_zoned(tz.clone()).date();
+    keep_per_bucket(entries, reasons, policy.keep_daily, "daily", |e| {
+        local(e).to_string()
+    });
+    keep_per_bucket(entries, reasons, policy.keep_weekly, "weekly", |e| {
+        let w = local(e).iso_week_date();
+        format!("{}-W{:02}", w.year(), w.week())
+    });
+    keep_per_bucket(entries, reasons, policy.keep_monthly, "monthly", |e| {
+        let d = local(e);
+        format!("{}-{:02}", d.year(), d.month())
+    });
+    keep_per_bucket(entries, reasons, policy.keep_yearly, "yearly", |e| {
+        local(e).year().to_string()
+    });
 }
 
 /// Keeps the newest entry of each of the `n` most recent buckets (entries are newest first).
