@@ -6,11 +6,13 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked && strip target/release/dunnage
 
+# bookworm-slim brings a shell (dash) and coreutils for the reference's recipes. No
+# /archive: local storage is on only when something is mounted there.
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && mkdir -p /archive /backup /var/lib/dunnage /etc/dockervolumebackup \
+ && mkdir -p /backup /var/lib/dunnage /etc/dockervolumebackup \
  && chmod 1777 /var/lib/dunnage /run/lock \
  && useradd --uid 1000 --no-create-home --shell /usr/sbin/nologin dunnage
 COPY --from=build /src/target/release/dunnage /usr/local/bin/dunnage

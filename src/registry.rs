@@ -153,7 +153,11 @@ pub static VARIABLES: &[VarSpec] = &[
     // Docker
     var("DOCKER_HOST", None, Docker),
     var("BACKUP_STOP_DURING_BACKUP_LABEL", Some("true"), Docker),
-    var("BACKUP_STOP_DURING_BACKUP_NO_RESTART_LABEL", None, Docker),
+    var(
+        "BACKUP_STOP_DURING_BACKUP_NO_RESTART_LABEL",
+        Some("true"),
+        Docker,
+    ),
     var("BACKUP_STOP_CONTAINER_LABEL", None, Docker),
     var("BACKUP_STOP_TIMEOUT", Some("10s"), Docker),
     var("BACKUP_STATE_DIR", Some("/var/lib/dunnage"), Docker),

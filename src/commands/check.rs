@@ -18,12 +18,16 @@ use crate::stream::ByteStream;
 /// minutes a backup would keep trying.
 pub const CHECK_RETRY_BUDGET: Duration = Duration::from_secs(3);
 
-/// `dunnage check` for every schedule: false when a destination or (with `notify`) a
-/// notification service failed.
+/// `dunnage check` for every schedule: false when a destination failed, a notification
+/// setting is unusable, or (with `notify`) a notification service could not be reached.
 pub async fn run(configs: &[Config], write: bool, notify: bool, out: &mut impl Write) -> bool {
     let mut ok = true;
     for config in configs {
         ok &= check_destinations(config, write, out).await;
+        for problem in &config.notification_problems {
+            ok = false;
+            let _ = writeln!(out, "[{}] notifications: FAILED: {problem}", config.name);
+        }
         if notify {
             ok &= check_notifications(config, out).await;
         }

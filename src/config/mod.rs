@@ -162,6 +162,9 @@ pub struct Config {
     pub healthcheck: Option<reqwest::Url>,
     /// `NOTIFICATION_*` and the deprecated `EMAIL_*`: who hears about runs, when URLs are set.
     pub notifications: Option<crate::notify::Settings>,
+    /// What is wrong with the notification settings (a bad URL, an unknown service, ...):
+    /// warnings for a run, errors for `dunnage check`. Values redacted.
+    pub notification_problems: Vec<String>,
     /// Things worth telling the user that do not stop the run.
     pub warnings: Vec<String>,
 }
@@ -206,7 +209,7 @@ impl Config {
         let sftp = p.sftp(&docker.state_dir);
         let dropbox = p.dropbox();
         let healthcheck = p.healthcheck();
-        let notifications = p.notifications();
+        let (notifications, notification_problems) = p.notifications();
 
         let Parser {
             problems, warnings, ..
@@ -239,6 +242,7 @@ impl Config {
                 dropbox,
                 healthcheck,
                 notifications,
+                notification_problems,
                 warnings,
             }),
             _ => Err(ConfigError { problems, warnings }),
@@ -953,16 +957,15 @@ mod tests {
             ("NOTIFICATION_URLS", "smtp://user:hunter2@mail"),
         ])
         .unwrap_err();
-        // The smtp:// URL lacks from and to: reported, with the password hidden.
-        assert_eq!(
-            problem_vars(&err),
-            ["GPG_PASSPHRASE_FILE", "NOTIFICATION_URLS"]
-        );
+        // The smtp:// URL lacks from and to: a warning (notifications never stop a run),
+        // with the password hidden.
+        assert_eq!(problem_vars(&err), ["GPG_PASSPHRASE_FILE"]);
         let text = err.to_string();
         assert!(text.contains("cannot read the file"), "{text}");
+        let warned = err.warnings.join("\n");
         assert!(
-            text.contains("smtp://***@mail") && !text.contains("hunter2"),
-            "{text}"
+            warned.contains("smtp://***@mail") && !warned.contains("hunter2"),
+            "{warned}"
         );
 
         let c = config(&[("WEBDAV_PASSWORD", "hunter2"), ("BACKUP_SOURCES", "/data")]).unwrap();
@@ -1020,18 +1023,37 @@ mod tests {
             "smtp://***@mail.example.org:587/?from=noreply@nohost&to=ops@example.org"
         );
         assert!(c.healthcheck.is_some());
-        let err = config(&[
+        // Notification problems never stop a backup: they are kept for `check` and warned.
+        let c = config(&[
             ("EMAIL_NOTIFICATION_RECIPIENT", "ops@example.org"),
             ("NOTIFICATION_LEVEL", "loud"),
         ])
-        .unwrap_err();
-        assert_eq!(
-            problem_vars(&err),
-            ["EMAIL_SMTP_HOST", "NOTIFICATION_LEVEL"]
-        );
+        .unwrap();
+        assert!(c.notifications.is_none());
+        assert_eq!(c.notification_problems.len(), 2);
+        assert!(c.notification_problems[0].starts_with("EMAIL_SMTP_HOST"));
+        assert!(c.notification_problems[1].starts_with("NOTIFICATION_LEVEL=\"loud\""));
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
         let err = config(&[("BACKUP_HEALTHCHECK_URL", "hc-ping.example/secret-uuid")]).unwrap_err();
         assert_eq!(problem_vars(&err), ["BACKUP_HEALTHCHECK_URL"]);
         assert!(!err.to_string().contains("secret-uuid"), "{err}");
+    }
+
+    #[test]
+    fn webdav_url_insecure_with_http_is_a_warning_as_the_reference_ignores_it() {
+        let c = config(&[
+            ("WEBDAV_URL", "http://dav.example/"),
+            ("WEBDAV_URL_INSECURE", "true"),
+        ])
+        .unwrap();
+        assert!(c.webdav.is_some());
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("WEBDAV_URL_INSECURE=true has no effect")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

@@ -46,7 +46,27 @@ fn enc(s: &str) -> String {
 }
 
 impl Parser<'_> {
-    pub(super) fn notifications(&mut self) -> Option<Settings> {
+    /// The notification settings. A problem with them is never a reason to skip a backup:
+    /// each is a warning at start (and an error in `dunnage check`), and the services that
+    /// are usable still get notified.
+    pub(super) fn notifications(&mut self) -> (Option<Settings>, Vec<String>) {
+        let before = self.problems.len();
+        let settings = self.notification_settings();
+        let problems: Vec<String> = self
+            .problems
+            .split_off(before)
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        for p in &problems {
+            self.warnings.push(format!(
+                "notifications: {p} (backups still run; `dunnage check` fails until this is fixed)"
+            ));
+        }
+        (settings, problems)
+    }
+
+    fn notification_settings(&mut self) -> Option<Settings> {
         let mut urls = self
             .optional("NOTIFICATION_URLS")
             .map(|raw| split_urls(&raw))
@@ -84,15 +104,11 @@ impl Parser<'_> {
                 (spec.name, value.to_owned())
             })
             .collect();
-        match Settings::new(urls, level, ca_cert, templates) {
-            Ok(settings) => Some(settings.with_config_values(values)),
-            Err(errors) => {
-                for e in errors {
-                    self.problem("NOTIFICATION_URLS", "(redacted)", e);
-                }
-                None
-            }
+        let (settings, errors) = Settings::new(urls, level, ca_cert, templates);
+        for e in errors {
+            self.problem("NOTIFICATION_URLS", "(redacted)", e);
         }
+        settings.map(|s| s.with_config_values(values))
     }
 
     /// The deprecated `EMAIL_*` settings as the `smtp://` URL the reference builds from them.

@@ -298,10 +298,11 @@ impl Parser<'_> {
         };
         let insecure = self.bool("WEBDAV_URL_INSECURE");
         if insecure && url.scheme() == "http" {
-            self.problem(
-                "WEBDAV_URL_INSECURE",
-                "true",
-                "only applies to an https WEBDAV_URL (http has no certificate to check)",
+            // The reference ignores it; refusing would stop a configuration that works there.
+            self.warnings.push(
+                "WEBDAV_URL_INSECURE=true has no effect: WEBDAV_URL is http, which has no \
+                 certificate to check"
+                    .into(),
             );
         }
         let username = self.optional("WEBDAV_USERNAME");

@@ -105,31 +105,30 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Settings {
-    /// Checks every URL; the errors name the URL (redacted) and what is wrong.
+    /// Keeps the URLs that parse; the others come back as errors naming the URL (redacted)
+    /// and what is wrong. `None` when no URL is usable.
     pub fn new(
         urls: Vec<String>,
         level: Level,
         ca_cert: Option<String>,
         templates: Templates,
-    ) -> Result<Settings, Vec<String>> {
-        let errors: Vec<String> = urls
-            .iter()
-            .filter_map(|u| {
-                services::parse(u)
-                    .err()
-                    .map(|e| format!("{}: {e}", address::redact(u)))
-            })
-            .collect();
-        if !errors.is_empty() {
-            return Err(errors);
+    ) -> (Option<Settings>, Vec<String>) {
+        let mut usable = Vec::new();
+        let mut errors = Vec::new();
+        for url in urls {
+            match services::parse(&url) {
+                Ok(_) => usable.push(url),
+                Err(e) => errors.push(format!("{}: {e}", address::redact(&url))),
+            }
         }
-        Ok(Settings {
-            urls,
+        let settings = (!usable.is_empty()).then(|| Settings {
+            urls: usable,
             level,
             ca_cert,
             templates,
             config_values: Vec::new(),
-        })
+        });
+        (settings, errors)
     }
 
     /// The same settings with the schedule's non-secret variables for templates.
@@ -455,8 +454,8 @@ mod tests {
     }
 
     #[test]
-    fn settings_report_every_bad_url_redacted() {
-        let e = Settings::new(
+    fn settings_keep_the_usable_urls_and_report_every_bad_one_redacted() {
+        let (settings, e) = Settings::new(
             vec![
                 "smtp://u:hunter2@mail/?from=a@b.c".into(),
                 "discord://tok@123".into(),
@@ -465,9 +464,8 @@ mod tests {
             Level::Error,
             None,
             Templates::default(),
-        )
-        .err()
-        .unwrap();
+        );
+        assert_eq!(settings.unwrap().services().len(), 1, "discord stays");
         assert_eq!(e.len(), 2);
         assert!(
             e[0].starts_with("smtp://***@mail/?from=a@b.c: "),

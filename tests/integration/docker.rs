@@ -100,6 +100,35 @@ fn unique(test: &str) -> String {
 }
 
 #[test]
+fn the_no_restart_label_defaults_to_true_as_in_the_reference() {
+    let s = Setup::new();
+    let down = App::start(
+        "norestart",
+        "down",
+        &s.src,
+        &["docker-volume-backup.stop-during-backup-no-restart=true".into()],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    // BACKUP_STOP_DURING_BACKUP_NO_RESTART_LABEL is not set.
+    let mut cmd = s.backup();
+    cmd.env("DOCKER_HOST", engine())
+        .env("BACKUP_STOP_DURING_BACKUP_LABEL", unique("norestart"))
+        .env("BACKUP_STATE_DIR", s.tmp.path().join("state"))
+        .env("BACKUP_STOP_TIMEOUT", "1s");
+    let out = run(&mut cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("container {} left stopped", down.name)),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !down.running(),
+        "a no-restart=true container is left stopped"
+    );
+}
+
+#[test]
 fn labeled_containers_are_stopped_for_the_archive_and_started_again() {
     let s = Setup::new();
     let label = unique("stop");

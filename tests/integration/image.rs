@@ -290,3 +290,59 @@ fn a_sidecar_killed_mid_backup_brings_the_app_back_when_it_is_started_again() {
         "0"
     );
 }
+
+#[test]
+fn the_image_has_a_shell_for_the_reference_recipes_and_no_archive_folder_of_its_own() {
+    let s = Setup::new();
+    std::fs::write(s.src.join("data.txt"), "sourced").unwrap();
+    let cfg = s.tmp.path().join("cfg");
+    std::fs::create_dir(&cfg).unwrap();
+    std::fs::write(cfg.join("x.env"), "BACKUP_FILENAME=recipe-%Y.tar.gz\n").unwrap();
+    // The reference's manual-run recipe: source a conf.d file, then `backup`.
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        "-v",
+        &format!("{}:/backup:ro", s.src.display()),
+        "-v",
+        &format!("{}:/archive", s.out.display()),
+        "-v",
+        &format!("{}:/cfg:ro", cfg.display()),
+        image(),
+        "-c",
+        "set -a; source /cfg/x.env; backup",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let archive = s.only_archive();
+    let name = archive.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("recipe-20"), "{name}");
+
+    // Nothing mounted at /archive: the image has no such folder, so local storage is off
+    // (nothing is written into the container's own layer), as in the reference.
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sh",
+        "-v",
+        &format!("{}:/backup:ro", s.src.display()),
+        image(),
+        "-c",
+        "test ! -e /archive && backup",
+    ]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("/archive does not exist: local storage is off"),
+        "{err}"
+    );
+    assert!(
+        !out.status.success(),
+        "no destination at all is a failed run"
+    );
+}

@@ -666,35 +666,47 @@ fn check_notify_sends_a_test_message_to_each_service() {
 }
 
 #[test]
-fn bad_notification_urls_stop_the_start_with_the_url_redacted() {
+fn bad_notification_urls_are_loud_warnings_never_a_skipped_backup_and_check_fails() {
+    let rx = Receiver::start();
     let s = setup();
-    let out = run(s
-        .backup()
-        .env(
-            "NOTIFICATION_URLS",
-            "fax://user:hunter2@fax.example,smtp://u:pa55@mail.example/?from=a@b.c&to=nobody,discord://only-token@",
-        ));
-    assert_eq!(out.status.code(), Some(2));
+    let urls = "fax://user:hunter2@fax.example,smtp://u:pa55@mail.example/?from=a@b.c&to=nobody,\
+                discord://only-token@,discord://tok@1";
+    let mut cmd = rx.backup(&s, urls, "info");
+    let out = run(&mut cmd);
     let log = stderr(&out);
-    assert!(
-        log.contains("unknown notification service \"fax\""),
-        "{log}"
-    );
-    assert!(log.contains("fax://***@fax.example"), "{log}");
-    assert!(
-        log.contains(
-            "smtp://***@mail.example/?from=a@b.c&to=nobody: \"nobody\" is not an e-mail address"
-        ),
-        "{log}"
-    );
-    assert!(log.contains("discord://***"), "{log}");
-    for secret in ["hunter2", "pa55", "only-token"] {
-        assert!(!log.contains(secret), "{secret} leaked: {log}");
+    // The backup runs, and the usable service still hears about it.
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(s.archive_names().len(), 1);
+    assert_eq!(rx.requests().len(), 1, "the good Discord URL is notified");
+    for needle in [
+        "unknown notification service \"fax\"",
+        "fax://***@fax.example",
+        "smtp://***@mail.example/?from=a@b.c&to=nobody: \"nobody\" is not an e-mail address",
+        "discord://***",
+        "`dunnage check` fails until this is fixed",
+    ] {
+        assert!(log.contains(needle), "{needle}: {log}");
     }
-    assert!(
-        s.archive_names().is_empty(),
-        "nothing runs with a bad configuration"
+    assert!(log.contains(" WARN "), "{log}");
+
+    // `check` reports each one as an error.
+    let mut check = same_env(&cmd, cmd.get_program());
+    check.arg("check");
+    let out = run(&mut check);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        text.matches("[default] notifications: FAILED: NOTIFICATION_URLS")
+            .count(),
+        3,
+        "{text}"
     );
+    for secret in ["hunter2", "pa55", "only-token"] {
+        assert!(
+            !log.contains(secret) && !text.contains(secret),
+            "{secret} leaked"
+        );
+    }
 }
 
 /// An aiosmtpd server in STARTTLS or implicit TLS mode; user "backup", password "p@ss word".
