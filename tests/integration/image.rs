@@ -182,9 +182,10 @@ fn the_image_runs_as_a_non_root_user() {
 fn a_sidecar_killed_mid_backup_brings_the_app_back_when_it_is_started_again() {
     let id = std::process::id();
     let label = format!("kill9-{id}");
-    let (volume, state, app, sidecar) = (
+    let (volume, state, archive, app, sidecar) = (
         format!("kill9-data-{id}"),
         format!("kill9-state-{id}"),
+        format!("kill9-archive-{id}"),
         format!("kill9-app-{id}"),
         format!("kill9-sidecar-{id}"),
     );
@@ -196,6 +197,7 @@ fn a_sidecar_killed_mid_backup_brings_the_app_back_when_it_is_started_again() {
             "-f".into(),
             volume.clone(),
             state.clone(),
+            archive.clone(),
         ],
     ]);
     let socket = engine().trim_start_matches("unix://").to_owned();
@@ -254,6 +256,8 @@ fn a_sidecar_killed_mid_backup_brings_the_app_back_when_it_is_started_again() {
             &format!("{volume}:/backup/app_data:ro"),
             "-v",
             &format!("{state}:/var/lib/dunnage"),
+            "-v",
+            &format!("{archive}:/archive"),
             "-e",
             &format!("BACKUP_STOP_DURING_BACKUP_LABEL={label}"),
             "-e",
