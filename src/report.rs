@@ -95,15 +95,31 @@ impl RunStats {
         self.error.is_none()
     }
 
+    /// What went wrong, for messages: the run's error, else each failed destination's.
+    pub fn failure(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(e.clone());
+        }
+        let failed: Vec<String> = self
+            .destinations
+            .iter()
+            .filter_map(|d| Some(format!("{}: {}", d.backend, d.error.as_ref()?)))
+            .collect();
+        (!failed.is_empty()).then(|| failed.join("; "))
+    }
+
     /// Succeeded and stored in every configured destination.
     pub fn complete(&self) -> bool {
         self.succeeded() && self.destinations.iter().all(|d| d.error.is_none())
     }
 
+    /// A destination that failed is a failure even when others stored the backup (an
+    /// offsite copy missing is what `NOTIFICATION_LEVEL=error` exists for), as in the
+    /// reference.
     pub fn outcome(&self) -> Outcome {
-        if !self.succeeded() {
+        if !self.complete() {
             Outcome::Failure
-        } else if !self.complete() || !self.warnings.is_empty() {
+        } else if !self.warnings.is_empty() {
             Outcome::Warning
         } else {
             Outcome::Success
@@ -211,11 +227,12 @@ mod tests {
     }
 
     #[test]
-    fn one_failed_destination_is_a_warning_and_says_which() {
+    fn one_failed_destination_is_a_failure_and_says_which() {
         let mut s = stats();
         s.destinations = vec![stored(Backend::Local), failed(Backend::Sftp)];
         assert!(s.succeeded() && !s.complete());
-        assert_eq!(s.outcome(), Outcome::Warning);
+        assert_eq!(s.outcome(), Outcome::Failure);
+        assert_eq!(s.failure().as_deref(), Some("SFTP: connection refused"));
         let line = s.summary();
         assert!(line.contains("not in every destination"), "{line}");
         assert!(line.contains("SFTP: FAILED (connection refused)"), "{line}");

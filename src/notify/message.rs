@@ -86,12 +86,10 @@ impl Templates {
         }
         let mut t = self.parsed();
         let data = Context::from(data(stats, config_values, log));
-        // A destination that failed while others stored the backup is a failure to
-        // templates written for the reference, which knows no warnings.
+        // Templates written for the reference know no warnings: theirs is a success.
         let kind = match outcome {
             Outcome::Failure => "failure",
             Outcome::Warning if t.tree_set.contains_key("title_warning") => "warning",
-            Outcome::Warning if !stats.complete() => "failure",
             Outcome::Warning | Outcome::Success => "success",
         };
         let mut render = |part: &str, fallback: &str| -> String {
@@ -418,7 +416,7 @@ fn data(stats: &RunStats, config_values: &[(&'static str, String)], log: &str) -
         ),
     ]);
     map(vec![
-        ("Error", stats.error.clone().map_or(Value::Nil, Value::from)),
+        ("Error", stats.failure().map_or(Value::Nil, Value::from)),
         ("Config", Value::Map(cfg)),
         ("Stats", stats_value),
         ("Schedule", Value::from(stats.schedule.as_str())),
@@ -433,8 +431,8 @@ fn rfc3339(t: &Zoned) -> String {
 
 fn default_title(stats: &RunStats, outcome: Outcome) -> String {
     let what = match outcome {
+        Outcome::Failure if stats.succeeded() => "Backup stored, but not everywhere",
         Outcome::Failure => "Backup FAILED",
-        Outcome::Warning if !stats.complete() => "Backup stored, but not everywhere",
         Outcome::Warning => "Backup succeeded with warnings",
         Outcome::Success => "Backup succeeded",
     };
