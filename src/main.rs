@@ -67,6 +67,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse_from(args());
     init_logging();
+    if matches!(cli.command, Some(Command::PrintConfig)) {
+        return print_config(&Vars::from_env());
+    }
     let only = match &cli.command {
         Some(
             Command::Backup { config }
@@ -85,10 +88,7 @@ fn main() -> ExitCode {
     };
     log_warnings(configs.iter().flat_map(|c| &c.warnings));
     match cli.command {
-        Some(Command::PrintConfig) => {
-            print_config(&configs);
-            ExitCode::SUCCESS
-        }
+        Some(Command::PrintConfig) => unreachable!("handled before loading"),
         Some(Command::Check { write, notify, .. }) => {
             println!("configuration OK: {} schedule(s)", configs.len());
             runtime(move |_| async move {
@@ -226,26 +226,72 @@ fn exit(ok: bool) -> ExitCode {
     }
 }
 
-fn print_config(configs: &[Config]) {
-    for (i, c) in configs.iter().enumerate() {
+/// `print-config`: every schedule's settings as they resolve (secrets redacted), valid or
+/// not, then the problems of the invalid ones (exit 2).
+fn print_config(env: &Vars) -> ExitCode {
+    let schedules = match config::schedules(env, None) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut invalid = Vec::new();
+    for (i, schedule) in schedules.iter().enumerate() {
         if i > 0 {
             println!();
         }
-        println!("# schedule {}", c.name);
-        let now = jiff::Zoned::now().with_time_zone(c.time_zone.clone());
-        match c.cron.next_after(&now) {
-            Some(next) => println!("# next run: {}", next.strftime("%Y-%m-%d %H:%M:%S %Z")),
-            None => println!("# next run: never"),
+        println!("# schedule {}", schedule.name);
+        let vars = match &schedule.vars {
+            Ok(vars) => vars,
+            Err(e) => {
+                println!("# INVALID: cannot be read (see the errors)");
+                invalid.push((schedule.name.clone(), e.clone()));
+                continue;
+            }
+        };
+        match Config::from_vars(&schedule.name, vars) {
+            Ok(c) => {
+                log_warnings(c.warnings.iter());
+                let now = jiff::Zoned::now().with_time_zone(c.time_zone.clone());
+                match c.cron.next_after(&now) {
+                    Some(next) => {
+                        println!("# next run: {}", next.strftime("%Y-%m-%d %H:%M:%S %Z"))
+                    }
+                    None => println!("# next run: never"),
+                }
+            }
+            Err(e) => {
+                println!(
+                    "# INVALID: {} problem(s) (see the errors)",
+                    e.problems.len()
+                );
+                invalid.push((schedule.name.clone(), e));
+            }
         }
-        let rows = c.describe();
-        let width = rows
-            .iter()
-            .map(|(n, v, _)| n.len() + v.len() + 1)
-            .max()
-            .unwrap_or(0);
-        for (name, value, origin) in rows {
-            let assignment = format!("{name}={value}");
-            println!("{assignment:<width$}  # {origin}");
+        if let Some(name) = config::preview_filename(vars) {
+            println!("# archive name if it ran now: {name}");
         }
+        print_rows(config::describe_vars(vars));
+    }
+    if invalid.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for (name, e) in invalid {
+        log_warnings(e.warnings.iter());
+        tracing::error!("[{name}] {e}");
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn print_rows(rows: Vec<(&'static str, String, String)>) {
+    let width = rows
+        .iter()
+        .map(|(n, v, _)| n.len() + v.len() + 1)
+        .max()
+        .unwrap_or(0);
+    for (name, value, origin) in rows {
+        let assignment = format!("{name}={value}");
+        println!("{assignment:<width$}  # {origin}");
     }
 }

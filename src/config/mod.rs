@@ -272,27 +272,7 @@ impl Config {
     /// Every known variable that is set or has a default, with its value (secrets redacted)
     /// and where it came from, for print-config.
     pub fn describe(&self) -> Vec<(&'static str, String, String)> {
-        registry::VARIABLES
-            .iter()
-            .filter(|spec| spec.name != "BACKUP_CONF_DIR")
-            .filter_map(|spec| {
-                let set = self.vars.get(spec.name);
-                if set.is_none() && !spec.feature.available() {
-                    return None;
-                }
-                let (value, origin) = match (set, spec.default) {
-                    (Some(v), _) => (v.to_owned(), self.vars.origin(spec.name)?.to_string()),
-                    (None, Some(d)) => (d.to_owned(), "default".to_owned()),
-                    (None, None) => return None,
-                };
-                let shown = if spec.secret && !value.is_empty() {
-                    "(redacted)".to_owned()
-                } else {
-                    value
-                };
-                Some((spec.name, shown, origin))
-            })
-            .collect()
+        describe_vars(&self.vars)
     }
 }
 
@@ -300,6 +280,41 @@ impl Config {
 /// name order) when that folder exists, otherwise one from the environment. With `only`,
 /// just the conf.d file of that name (`backup --config NAME`).
 pub fn load(env: &Vars, only: Option<&str>) -> Result<Vec<Config>, ConfigError> {
+    let mut configs = Vec::new();
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    for Schedule { name, vars } in schedules(env, only)? {
+        let from_file = name != DEFAULT_SCHEDULE;
+        match vars.and_then(|vars| Config::from_vars(&name, &vars)) {
+            Ok(c) => configs.push(c),
+            Err(e) => {
+                warnings.extend(e.warnings);
+                problems.extend(e.problems.into_iter().map(|mut p| {
+                    if from_file && !p.var.contains('/') {
+                        p.var = format!("{} ({name})", p.var);
+                    }
+                    p
+                }));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(configs)
+    } else {
+        warnings.extend(configs.into_iter().flat_map(|c| c.warnings));
+        Err(ConfigError { problems, warnings })
+    }
+}
+
+/// One schedule's name and variables, before validation.
+pub struct Schedule {
+    pub name: String,
+    /// The environment alone, or a conf.d file over it (or why the file cannot be read).
+    pub vars: Result<Vars, ConfigError>,
+}
+
+/// Every schedule's name and variables, unvalidated.
+pub fn schedules(env: &Vars, only: Option<&str>) -> Result<Vec<Schedule>, ConfigError> {
     let conf_dir = PathBuf::from(
         env.get("BACKUP_CONF_DIR")
             .filter(|v| !v.is_empty())
@@ -317,7 +332,10 @@ pub fn load(env: &Vars, only: Option<&str>) -> Result<Vec<Config>, ConfigError> 
                 ),
             )));
         }
-        return Ok(vec![Config::from_vars(DEFAULT_SCHEDULE, env)?]);
+        return Ok(vec![Schedule {
+            name: DEFAULT_SCHEDULE.to_owned(),
+            vars: Ok(env.clone()),
+        }]);
     }
     let files = conf_files(&conf_dir)?;
     let selected: Vec<&PathBuf> = match only {
@@ -339,33 +357,69 @@ pub fn load(env: &Vars, only: Option<&str>) -> Result<Vec<Config>, ConfigError> 
             found
         }
     };
-    let mut configs = Vec::new();
-    let mut problems = Vec::new();
-    let mut warnings = Vec::new();
-    for path in selected {
-        let result = env
-            .with_conf_file(path)
-            .map_err(ConfigError::one)
-            .and_then(|vars| Config::from_vars(&file_name(path), &vars));
-        match result {
-            Ok(c) => configs.push(c),
-            Err(e) => {
-                warnings.extend(e.warnings);
-                problems.extend(e.problems.into_iter().map(|mut p| {
-                    if !p.var.contains('/') {
-                        p.var = format!("{} ({})", p.var, file_name(path));
-                    }
-                    p
-                }));
+    Ok(selected
+        .into_iter()
+        .map(|path| Schedule {
+            name: file_name(path),
+            vars: env.with_conf_file(path).map_err(ConfigError::one),
+        })
+        .collect())
+}
+
+/// `vars` with each `_FILE` variable read (those that cannot be are left out; validation
+/// reports them).
+fn resolved(vars: &Vars) -> Vars {
+    let mut vars = vars.clone();
+    vars.resolve_files(&mut Vec::new());
+    vars
+}
+
+/// `print-config`'s rows for `vars`: every variable that is set or has a default, with its
+/// value (secrets redacted) and where it came from.
+pub fn describe_vars(vars: &Vars) -> Vec<(&'static str, String, String)> {
+    let vars = &resolved(vars);
+    registry::VARIABLES
+        .iter()
+        .filter(|spec| spec.name != "BACKUP_CONF_DIR")
+        .filter_map(|spec| {
+            let set = vars.get(spec.name);
+            if set.is_none() && !spec.feature.available() {
+                return None;
             }
-        }
+            let (value, origin) = match (set, spec.default) {
+                (Some(v), _) => (v.to_owned(), vars.origin(spec.name)?.to_string()),
+                (None, Some(d)) => (d.to_owned(), "default".to_owned()),
+                (None, None) => return None,
+            };
+            let shown = if spec.secret && !value.is_empty() {
+                "(redacted)".to_owned()
+            } else {
+                value
+            };
+            Some((spec.name, shown, origin))
+        })
+        .collect()
+}
+
+/// The archive name a run of `vars` would use now (`$VAR`s expanded, the time in the
+/// schedule's zone), when the settings it depends on are valid.
+pub fn preview_filename(vars: &Vars) -> Option<String> {
+    let vars = &resolved(vars);
+    let mut p = Parser {
+        vars,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let codec = p.codec();
+    let expand = p.bool("BACKUP_FILENAME_EXPAND");
+    let zone = p.time_zone();
+    let template = p.filename(expand, codec.extension())?;
+    if !p.problems.is_empty() {
+        return None;
     }
-    if problems.is_empty() {
-        Ok(configs)
-    } else {
-        warnings.extend(configs.into_iter().flat_map(|c| c.warnings));
-        Err(ConfigError { problems, warnings })
-    }
+    template
+        .render(&jiff::Zoned::now().with_time_zone(zone))
+        .ok()
 }
 
 fn file_name(path: &Path) -> String {

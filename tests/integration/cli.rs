@@ -58,6 +58,36 @@ fn print_config_shows_values_and_origins_and_never_secrets() {
 }
 
 #[test]
+fn print_config_shows_an_invalid_configuration_as_it_resolves_then_its_problems() {
+    let s = Setup::new();
+    let mut cmd = s.command(&["print-config"]);
+    cmd.env("BACKUP_CRON_EXPRESSION", "61 * * * *")
+        .env("WEBDAV_PASSWORD", "hunter2")
+        .env("SHOP", "shop")
+        .env("BACKUP_FILENAME_EXPAND", "true")
+        .env("BACKUP_FILENAME", "$SHOP-%Y.tar.gz")
+        .env("TZ", "UTC");
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stdout(&out);
+    assert!(text.contains("# schedule default"), "{text}");
+    assert!(text.contains("# INVALID: 1 problem(s)"), "{text}");
+    let year = jiff::Zoned::now().year();
+    assert!(
+        text.contains(&format!("# archive name if it ran now: shop-{year}.tar.gz")),
+        "{text}"
+    );
+    assert!(text.contains("BACKUP_CRON_EXPRESSION=61 * * * *"), "{text}");
+    assert!(text.contains("WEBDAV_PASSWORD=(redacted)"), "{text}");
+    let err = stderr(&out);
+    assert!(
+        err.contains("BACKUP_CRON_EXPRESSION=\"61 * * * *\""),
+        "{err}"
+    );
+    assert!(!text.contains("hunter2") && !err.contains("hunter2"));
+}
+
+#[test]
 fn check_exits_0_when_valid_and_2_with_every_problem() {
     let s = Setup::new();
     let out = run(&mut s.command(&["check"]));
