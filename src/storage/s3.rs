@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use object_store::MultipartUpload;
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
@@ -146,7 +146,16 @@ impl S3Storage {
             None => "us-east-1".into(),
         };
         crate::net::tls::install_provider();
-        let mut options = ClientOptions::new().with_allow_http(config.proto == "http");
+        // With the SHA-256 checksum below, say which algorithm it is, as AWS's SDKs do:
+        // Object Lock buckets ask for this header (or Content-MD5) on every upload.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "x-amz-sdk-checksum-algorithm",
+            reqwest::header::HeaderValue::from_static("SHA256"),
+        );
+        let mut options = ClientOptions::new()
+            .with_allow_http(config.proto == "http")
+            .with_default_headers(headers);
         if config.insecure {
             options = options.with_allow_invalid_certificates(true);
         }
@@ -162,6 +171,10 @@ impl S3Storage {
             // Over TLS the payload's integrity is TLS's job: skip hashing every part for the
             // signature, as the reference's client does. Plain HTTP keeps signed payloads.
             .with_unsigned_payload(config.proto == "https")
+            // A checksum on every PUT and part: buckets with Object Lock refuse uploads
+            // without one (the reference sends Content-MD5; S3 takes SHA-256 as well), and
+            // the server checks what it stored.
+            .with_checksum_algorithm(Checksum::SHA256)
             .with_retry(retry.object_store())
             .with_http_connector(super::http_log::LoggingConnector {
                 label: retry.label.clone(),

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::remote::{
-    AZURE_ACCOUNT, AZURE_KEY, Azure, Proxy, S3, restore_and_compare, serial, stdout,
+    AZURE_ACCOUNT, AZURE_KEY, Azure, Proxy, S3, restore_and_compare, serial, stdout, unique,
 };
 use crate::common::*;
 
@@ -650,4 +650,34 @@ fn multipart_through(proxy: &Proxy, s3: &S3, s: &Setup, bucket: &str) -> Command
         .env("BACKUP_COMPRESSION", "none")
         .env("BACKUP_STATE_DIR", s.tmp.path().join("state"));
     cmd
+}
+
+#[test]
+fn s3_buckets_with_object_lock_accept_single_and_multipart_uploads() {
+    let _serial = serial();
+    let s3 = S3::from_env();
+    let bucket = unique("locked");
+    s3.cli(&["make-locked-bucket", &bucket]);
+    for (sources, part_size) in [(1, "16"), (16, "5")] {
+        let s = Setup::new();
+        crate::common::remote::sources_with_random(&s, sources, 5);
+        let mut cmd = s.backup();
+        s3.configure(&mut cmd, &bucket, &format!("p{part_size}"));
+        cmd.env("AWS_PART_SIZE", part_size)
+            .env("BACKUP_COMPRESSION", "none");
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let name = s
+            .only_archive()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let key = format!("p{part_size}/{name}");
+        assert_eq!(s3.keys(&bucket, &format!("p{part_size}/")), [key.clone()]);
+        let fetched = s.tmp.path().join(&name);
+        s3.get(&bucket, &key, &fetched);
+        restore_and_compare(&s, &fetched);
+    }
 }

@@ -2,7 +2,7 @@
 
 Usage: s3_client.py ENDPOINT KEY SECRET COMMAND [ARGS...]; prints JSON.
 Commands: bootstrap (IAM user, policy and key, for a moto with INITIAL_NO_AUTH_ACTION_COUNT=3),
-make-bucket B, list B [PREFIX], head B KEY, get B KEY FILE, put B KEY FILE,
+make-bucket B, make-locked-bucket B, list B [PREFIX], head B KEY, get B KEY FILE, put B KEY FILE,
 uploads B (open multipart uploads), delete-all B.
 """
 import json
@@ -38,6 +38,13 @@ def main():
     s3 = client(endpoint, key, secret)
     if command == "make-bucket":
         s3.create_bucket(Bucket=args[0])
+        out = {}
+    elif command == "make-locked-bucket":
+        # Object Lock with a default retention: S3 then refuses a PUT without a checksum.
+        s3.create_bucket(Bucket=args[0], ObjectLockEnabledForBucket=True)
+        s3.put_object_lock_configuration(Bucket=args[0], ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
         out = {}
     elif command == "list":
         prefix = args[1] if len(args) > 1 else ""
