@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use percent_encoding::percent_decode_str;
 use quick_xml::events::Event;
+use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
 
 use super::staged::Staged;
@@ -104,6 +105,9 @@ pub struct WebDavStorage {
     folder_url: Url,
     /// The folder exists (created or found once per run).
     folder_ready: tokio::sync::OnceCell<()>,
+    /// The server's Digest challenge, once it asked for Digest authentication: every
+    /// later request answers it (Basic until then).
+    digest: Mutex<Option<digest_auth::WwwAuthenticateHeader>>,
 }
 
 fn method(name: &str) -> Method {
@@ -130,6 +134,7 @@ impl WebDavStorage {
             retry,
             folder_url,
             folder_ready: tokio::sync::OnceCell::new(),
+            digest: Mutex::new(None),
         })
     }
 
@@ -138,10 +143,51 @@ impl WebDavStorage {
     }
 
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let Some(user) = &self.config.username else {
+            return self.client.request(method, url);
+        };
+        let password = self.config.password.as_deref().unwrap_or("");
+        let mut digest = self.digest.lock().expect("digest lock");
+        let answer = digest.as_mut().and_then(|challenge| {
+            let uri = match url.query() {
+                Some(query) => format!("{}?{query}", url.path()),
+                None => url.path().to_owned(),
+            };
+            let context = digest_auth::AuthContext::new_with_method(
+                user.as_str(),
+                password,
+                uri,
+                None::<&[u8]>,
+                digest_auth::HttpMethod::from(method.as_str()),
+            );
+            challenge.respond(&context).ok()
+        });
         let builder = self.client.request(method, url);
-        match &self.config.username {
-            Some(user) => builder.basic_auth(user, self.config.password.as_deref()),
-            None => builder,
+        match answer {
+            Some(answer) => builder.header(AUTHORIZATION, answer.to_header_string()),
+            None => builder.basic_auth(user, Some(password)),
+        }
+    }
+
+    /// Keeps the Digest challenge of a 401 answer; true when there is one to answer (and
+    /// credentials to answer it with).
+    fn learn_challenge(&self, response: &reqwest::Response) -> bool {
+        if response.status() != StatusCode::UNAUTHORIZED || self.config.username.is_none() {
+            return false;
+        }
+        let challenge = response
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.trim_start().to_ascii_lowercase().starts_with("digest "))
+            .and_then(|v| digest_auth::parse(v).ok());
+        match challenge {
+            Some(challenge) => {
+                *self.digest.lock().expect("digest lock") = Some(challenge);
+                true
+            }
+            None => false,
         }
     }
 
@@ -157,7 +203,12 @@ impl WebDavStorage {
             .run(what, DavError::transient, || async {
                 let request = build().build().map_err(DavError::Http)?;
                 let method = request.method().to_string();
-                let response = self.client.execute(request).await.map_err(DavError::Http)?;
+                let mut response = self.client.execute(request).await.map_err(DavError::Http)?;
+                if self.learn_challenge(&response) {
+                    // A Digest server: answer its challenge at once.
+                    let request = build().build().map_err(DavError::Http)?;
+                    response = self.client.execute(request).await.map_err(DavError::Http)?;
+                }
                 check(method, response, &ok).await
             })
             .await

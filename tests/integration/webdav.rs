@@ -28,6 +28,15 @@ fn apache() -> Dav {
     }
 }
 
+/// Apache's `/digest/` folder: Digest authentication, as the WebDAV image the reference's
+/// own tests use.
+fn apache_digest() -> Dav {
+    Dav {
+        url: format!("{}digest/", env("DUNNAGE_TEST_APACHE_URL")),
+        root: PathBuf::from(env("DUNNAGE_TEST_APACHE_ROOT")).join("digest"),
+    }
+}
+
 impl Dav {
     fn configure(&self, cmd: &mut Command, path: &str) {
         cmd.env("WEBDAV_URL", &self.url)
@@ -118,6 +127,11 @@ fn apache_round_trip_folder_creation_and_pruning() {
     round_trip_folder_creation_and_pruning(apache());
 }
 
+#[test]
+fn apache_digest_round_trip_folder_creation_and_pruning() {
+    round_trip_folder_creation_and_pruning(apache_digest());
+}
+
 fn wrong_password_fails_that_destination_only(dav: Dav) {
     let s = Setup::new();
     build_rich_tree(&s.src);
@@ -145,6 +159,11 @@ fn wsgidav_wrong_password_fails_that_destination_only() {
 #[test]
 fn apache_wrong_password_fails_that_destination_only() {
     wrong_password_fails_that_destination_only(apache());
+}
+
+#[test]
+fn apache_digest_wrong_password_fails_that_destination_only() {
+    wrong_password_fails_that_destination_only(apache_digest());
 }
 
 fn server_gone_mid_upload_leaves_nothing_under_the_final_name(dav: Dav) {
