@@ -228,7 +228,10 @@ pub fn redact(raw: &str) -> String {
     if !url.username().is_empty() || url.password().is_some() {
         out.push_str("***@");
     }
-    let host_is_key = matches!(scheme, "ifttt" | "pushbullet" | "pushover");
+    let host_is_key = matches!(
+        scheme,
+        "ifttt" | "pushbullet" | "pushover" | "wecom" | "notifiarr"
+    );
     match url.host_str() {
         Some(_) if host_is_key => out.push_str("***"),
         Some(h) => out.push_str(h),

@@ -257,6 +257,15 @@ async fn deliver(
                 .await
         }
         Kind::Matrix(m) => matrix(client, m, msg).await,
+        Kind::Local { stdout: true } => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}\n{}", msg.title, msg.body).map_err(|e| e.to_string())
+        }
+        Kind::Local { stdout: false } => {
+            tracing::info!("notification: {}\n{}", msg.title, msg.body);
+            Ok(())
+        }
         Kind::Http(http) => {
             for request in http.requests(msg)? {
                 send(client, &request, service.name()).await?;

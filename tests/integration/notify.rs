@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::remote::env;
 use crate::common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -160,6 +160,13 @@ fn every_service_receives_the_request_its_api_documents() {
         "telegram://110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw@telegram?chats=@backups,-1001",
         "zulip://bot%40zulip.test:zul1pkey@zulip.test/?stream=ops&topic=backups",
         "generic+https://hooks.test/in/Path?template=json&@xApiKey=h3ader&$env=prod&_source=x",
+        "pagerduty://events.pagerduty.com/pd-integration-key?source=shop",
+        "signal://sig:s1gpass@signal.test/+15550001/+15550002,+15550003/group.abc=",
+        "twilio://ACsid:tw1liotoken@+15550001/+15550002/+15550003",
+        "wecom://wec0mkey?mentioned_list=@all",
+        "lark://open.larksuite.com/l4rktoken?secret=s3cret",
+        "notifiarr://n0tifiarrkey?channel=123456789012345678",
+        "logger://",
     ];
     let plain = format!(
         "generic+http://127.0.0.1:{}/plain?contenttype=text/plain",
@@ -177,6 +184,69 @@ fn every_service_receives_the_request_its_api_documents() {
         assert_eq!(r["tls"], !plain_http, "{r}");
         assert!(header(r, "user-agent").starts_with("dunnage/"), "{r}");
     }
+
+    let r = find(&got, "events.pagerduty.com", "/v2/enqueue");
+    let b = json_body(r);
+    assert_eq!(b["routing_key"], "pd-integration-key");
+    assert_eq!(b["event_action"], "trigger");
+    assert_eq!(b["payload"]["severity"], "info");
+    assert_eq!(b["payload"]["source"], "shop");
+    assert!(b["payload"]["summary"].as_str().unwrap().starts_with(TITLE));
+
+    // Signal: the numbers in one request, each group in its own.
+    let signal: Vec<&Value> = got.iter().filter(|r| r["host"] == "signal.test").collect();
+    assert_eq!(signal.len(), 2);
+    let b = json_body(signal[0]);
+    assert_eq!(b["number"], "+15550001");
+    assert_eq!(b["recipients"], json!(["+15550002", "+15550003"]));
+    assert_eq!(json_body(signal[1])["recipients"], json!(["group.abc="]));
+    assert!(header(signal[0], "authorization").starts_with("Basic "));
+
+    // Twilio: one message per recipient, the sender's separators removed.
+    let twilio: Vec<&Value> = got
+        .iter()
+        .filter(|r| r["host"] == "api.twilio.com")
+        .collect();
+    assert_eq!(twilio.len(), 2);
+    assert_eq!(
+        twilio[0]["path"],
+        "/2010-04-01/Accounts/ACsid/Messages.json"
+    );
+    let f = form_body(twilio[0]);
+    assert!(f.contains(&("From".into(), "+15550001".into())), "{f:?}");
+    assert!(f.contains(&("To".into(), "+15550002".into())), "{f:?}");
+
+    let r = find(&got, "qyapi.weixin.qq.com", "/cgi-bin/webhook/send");
+    assert_eq!(r["path"], "/cgi-bin/webhook/send?key=wec0mkey");
+    let b = json_body(r);
+    assert_eq!(b["msgtype"], "text");
+    assert_eq!(b["text"]["mentioned_list"], json!(["@all"]));
+
+    let r = find(
+        &got,
+        "open.larksuite.com",
+        "/open-apis/bot/v2/hook/l4rktoken",
+    );
+    let b = json_body(r);
+    assert_eq!(b["msg_type"], "text");
+    assert!(!b["sign"].as_str().unwrap().is_empty() && b["timestamp"].is_string());
+
+    let r = find(
+        &got,
+        "notifiarr.com",
+        "/api/v1/notification/passthrough/n0tifiarrkey",
+    );
+    let b = json_body(r);
+    assert_eq!(b["discord"]["ids"]["channel"], 123456789012345678u64);
+    assert!(
+        b["discord"]["text"]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with(TITLE)
+    );
+
+    // logger:// writes the message to our log.
+    assert!(log.contains("notification: Backup succeeded"), "{log}");
 
     let r = find(&got, "bark.test", "/push");
     let b = json_body(r);
@@ -384,9 +454,10 @@ fn every_service_receives_the_request_its_api_documents() {
             .starts_with("Schedule \"default\"")
     );
 
-    // One request each, plus: a second IFTTT event, Matrix log-in and join, Matrix's room
-    // listing and second room, a second Telegram chat.
-    assert_eq!(got.len(), urls.len() + 1 + 6, "{got:#?}");
+    // One request each (logger:// sends none), plus: a second IFTTT event, Matrix log-in
+    // and join, Matrix's room listing and second room, a second Telegram chat, Signal's
+    // group, Twilio's second recipient.
+    assert_eq!(got.len(), urls.len() - 1 + 1 + 8, "{got:#?}");
     // Secrets stay out of the log: only the redacted URLs appear.
     for secret in [
         "w3bhooktoken",
@@ -395,6 +466,13 @@ fn every_service_receives_the_request_its_api_documents() {
         "zul1pkey",
         "h3ader",
         "genie-key",
+        "pd-integration-key",
+        "s1gpass",
+        "tw1liotoken",
+        "wec0mkey",
+        "l4rktoken",
+        "s3cret",
+        "n0tifiarrkey",
     ] {
         assert!(!log.contains(secret), "{secret} leaked: {log}");
     }

@@ -57,6 +57,18 @@ def answer(path):
         return 202, {"result": "Request will be processed", "requestId": "x"}
     if p.endswith("/message"):
         return 200, {"id": 1}
+    if p == "/v2/enqueue":
+        return 202, {"status": "success", "message": "Event processed", "dedup_key": "k"}
+    if p == "/v2/send":
+        return 201, {"timestamp": "1"}
+    if p.endswith("/Messages.json"):
+        return 201, {"sid": "SM1", "status": "queued"}
+    if p == "/cgi-bin/webhook/send":
+        return 200, {"errcode": 0, "errmsg": "ok"}
+    if p.startswith("/open-apis/bot/v2/hook/"):
+        return 200, {"code": 0, "msg": "success", "data": {}}
+    if p.startswith("/api/v1/notification/passthrough/"):
+        return 200, {"result": "success"}
     return 200, "ok"
 
 

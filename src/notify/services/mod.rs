@@ -11,15 +11,21 @@ mod googlechat;
 mod gotify;
 mod ifttt;
 mod join;
+mod lark;
 mod mattermost;
+mod notifiarr;
 mod ntfy;
 mod opsgenie;
+mod pagerduty;
 mod pushbullet;
 mod pushover;
 mod rocketchat;
+mod signal;
 mod slack;
 mod teams;
 mod telegram;
+mod twilio;
+mod wecom;
 mod zulip;
 
 use reqwest::{Method, Url};
@@ -43,6 +49,10 @@ pub enum Kind {
     Http(Box<dyn HttpService>),
     Matrix(Matrix),
     Smtp(Box<Smtp>),
+    /// `logger://` (our log) and `stdout://` (standard output).
+    Local {
+        stdout: bool,
+    },
 }
 
 impl Service {
@@ -52,6 +62,8 @@ impl Service {
             Kind::Http(h) => h.name(),
             Kind::Matrix(_) => "Matrix",
             Kind::Smtp(_) => "Email",
+            Kind::Local { stdout: false } => "Logger",
+            Kind::Local { stdout: true } => "Stdout",
         }
     }
 }
@@ -77,19 +89,27 @@ const SERVICES: &[(&str, Parser)] = &[
     ("hangouts", |p, _| http(googlechat::parse(p))),
     ("ifttt", |p, _| http(ifttt::parse(p))),
     ("join", |p, _| http(join::parse(p))),
+    ("lark", |p, _| http(lark::parse(p))),
+    ("logger", |_, _| Ok(Kind::Local { stdout: false })),
     ("mattermost", |p, _| http(mattermost::parse(p))),
     ("matrix", |p, _| Matrix::from_parts(p).map(Kind::Matrix)),
+    ("notifiarr", |p, _| http(notifiarr::parse(p))),
     ("ntfy", |p, _| http(ntfy::parse(p))),
     ("opsgenie", |p, _| http(opsgenie::parse(p))),
+    ("pagerduty", |p, _| http(pagerduty::parse(p))),
     ("pushbullet", |p, _| http(pushbullet::parse(p))),
     ("pushover", |p, _| http(pushover::parse(p))),
     ("rocketchat", |p, _| http(rocketchat::parse(p))),
+    ("signal", |p, _| http(signal::parse(p))),
     ("slack", |p, _| http(slack::parse(p))),
     ("smtp", |p, _| {
         Smtp::from_parts(p).map(|s| Kind::Smtp(Box::new(s)))
     }),
+    ("stdout", |_, _| Ok(Kind::Local { stdout: true })),
     ("teams", |p, _| http(teams::parse(p))),
     ("telegram", |p, _| http(telegram::parse(p))),
+    ("twilio", |p, _| http(twilio::parse(p))),
+    ("wecom", |p, _| http(wecom::parse(p))),
     ("zulip", |p, _| http(zulip::parse(p))),
 ];
 
