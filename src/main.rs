@@ -78,14 +78,28 @@ fn main() -> ExitCode {
         ) => config.as_deref(),
         _ => None,
     };
-    let configs = match config::load(&Vars::from_env(), only) {
+    // Runs nobody watches (the scheduler, `backup` from cron) report an invalid
+    // configuration through its notifications as well.
+    let unattended = matches!(cli.command, None | Some(Command::Backup { .. }));
+    let env = Vars::from_env();
+    let configs = match config::load(&env, only) {
         Ok(c) => c,
         Err(e) => {
             log_warnings(e.warnings.iter());
             tracing::error!("{e}");
+            if unattended {
+                let only = only.map(str::to_owned);
+                return runtime(|_| async move {
+                    commands::startup::report_invalid(&env, only.as_deref()).await;
+                    ExitCode::from(EXIT_CONFIG)
+                });
+            }
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if unattended {
+        commands::startup::forget_invalid(&configs);
+    }
     log_warnings(configs.iter().flat_map(|c| &c.warnings));
     match cli.command {
         Some(Command::PrintConfig) => unreachable!("handled before loading"),

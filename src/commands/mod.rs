@@ -7,9 +7,11 @@
 //! - `check`: can every destination be reached, read and written; do notifications arrive.
 //! - `recover`: start containers an interrupted run left stopped.
 //! - `scheduler`: every schedule on its cron expression until shutdown.
+//! - `startup`: telling people that the configuration is invalid (once per mistake).
 
 pub mod backup;
 pub mod check;
 pub mod prune;
 pub mod recover;
 pub mod scheduler;
+pub mod startup;

@@ -366,6 +366,30 @@ pub fn schedules(env: &Vars, only: Option<&str>) -> Result<Vec<Schedule>, Config
         .collect())
 }
 
+/// The notification settings of `vars` alone, whatever else is wrong with them: who to
+/// tell that the configuration is invalid. `None` when they are unusable too.
+pub fn notification_settings(vars: &Vars) -> Option<crate::notify::Settings> {
+    let vars = &resolved(vars);
+    let mut p = Parser {
+        vars,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let (settings, problems) = p.notifications();
+    settings.filter(|_| problems.is_empty())
+}
+
+/// `BACKUP_STATE_DIR` of `vars` (its default when unset).
+pub fn state_dir(vars: &Vars) -> PathBuf {
+    let vars = &resolved(vars);
+    let mut p = Parser {
+        vars,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    p.path("BACKUP_STATE_DIR")
+}
+
 /// `vars` with each `_FILE` variable read (those that cannot be are left out; validation
 /// reports them).
 fn resolved(vars: &Vars) -> Vars {

@@ -962,3 +962,50 @@ fn refused_email_is_reported_and_the_backup_stands() {
     assert!(stderr(&out).contains("UnknownIssuer"), "{}", stderr(&out));
     assert!(mail.messages().is_empty());
 }
+
+#[test]
+fn an_invalid_configuration_is_notified_once_per_distinct_mistake() {
+    let rx = Receiver::start();
+    let s = setup();
+    let state = s.tmp.path().join("state");
+    // The scheduler (no subcommand), as a container starts it, restarting after exit 2.
+    let start = |cron: &str| {
+        let backup = rx.backup(&s, "discord://tok@1", "error");
+        let mut cmd = same_env(&backup, backup.get_program());
+        cmd.env("BACKUP_CRON_EXPRESSION", cron)
+            .env("BACKUP_STATE_DIR", &state);
+        run(&mut cmd)
+    };
+    let out = start("61 * * * *");
+    assert_eq!(out.status.code(), Some(2));
+    let got = rx.requests();
+    assert_eq!(got.len(), 1, "{}", stderr(&out));
+    let embed = &json_body(&got[0])["embeds"][0];
+    assert_eq!(
+        embed["title"],
+        "dunnage cannot run schedule default: invalid configuration"
+    );
+    assert!(
+        embed["description"]
+            .as_str()
+            .unwrap()
+            .contains("BACKUP_CRON_EXPRESSION=\"61 * * * *\""),
+        "{embed}"
+    );
+    assert_eq!(embed["color"], 0xD60510);
+
+    // Restarts with the same mistake: not again.
+    for _ in 0..2 {
+        assert_eq!(start("61 * * * *").status.code(), Some(2));
+    }
+    assert_eq!(rx.requests().len(), 1);
+    // Another mistake is news.
+    assert_eq!(start("62 * * * *").status.code(), Some(2));
+    assert_eq!(rx.requests().len(), 2);
+    // A valid start forgets, so the same mistake made later is reported again.
+    let mut ok = rx.backup(&s, "discord://tok@1", "error");
+    ok.env("BACKUP_STATE_DIR", &state);
+    assert_eq!(run(&mut ok).status.code(), Some(0));
+    assert_eq!(start("62 * * * *").status.code(), Some(2));
+    assert_eq!(rx.requests().len(), 3);
+}
