@@ -120,6 +120,30 @@ pub struct S3Storage {
     unfinished: Arc<Unfinished>,
 }
 
+/// The HTTP client's settings: plain HTTP when asked, the private CA or no certificate
+/// checks, and the checksum algorithm header.
+fn client_options(config: &S3Config) -> Result<ClientOptions, object_store::Error> {
+    // With the SHA-256 checksum (see `connect`), say which algorithm it is, as AWS's SDKs
+    // do: Object Lock buckets ask for this header (or Content-MD5) on every upload.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-amz-sdk-checksum-algorithm",
+        reqwest::header::HeaderValue::from_static("SHA256"),
+    );
+    let mut options = ClientOptions::new()
+        .with_allow_http(config.proto == "http")
+        .with_default_headers(headers);
+    if config.insecure {
+        options = options.with_allow_invalid_certificates(true);
+    }
+    if let Some(pem) = &config.ca_cert {
+        for cert in object_store::Certificate::from_pem_bundle(pem.as_bytes())? {
+            options = options.with_root_certificate(cert);
+        }
+    }
+    Ok(options)
+}
+
 impl S3Storage {
     pub async fn connect(
         config: &S3Config,
@@ -146,24 +170,7 @@ impl S3Storage {
             None => "us-east-1".into(),
         };
         crate::net::tls::install_provider();
-        // With the SHA-256 checksum below, say which algorithm it is, as AWS's SDKs do:
-        // Object Lock buckets ask for this header (or Content-MD5) on every upload.
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            "x-amz-sdk-checksum-algorithm",
-            reqwest::header::HeaderValue::from_static("SHA256"),
-        );
-        let mut options = ClientOptions::new()
-            .with_allow_http(config.proto == "http")
-            .with_default_headers(headers);
-        if config.insecure {
-            options = options.with_allow_invalid_certificates(true);
-        }
-        if let Some(pem) = &config.ca_cert {
-            for cert in object_store::Certificate::from_pem_bundle(pem.as_bytes()).map_err(fail)? {
-                options = options.with_root_certificate(cert);
-            }
-        }
+        let options = client_options(config).map_err(fail)?;
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(region)
