@@ -257,6 +257,10 @@ async fn deliver(
                 .await
         }
         Kind::Matrix(m) => matrix(client, m, msg).await,
+        Kind::Mqtt(m) => {
+            m.publish(msg, settings.ca_cert.as_deref(), REQUEST_TIMEOUT)
+                .await
+        }
         Kind::Local { stdout: true } => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();

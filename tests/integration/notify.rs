@@ -1009,3 +1009,63 @@ fn an_invalid_configuration_is_notified_once_per_distinct_mistake() {
     assert_eq!(start("62 * * * *").status.code(), Some(2));
     assert_eq!(rx.requests().len(), 3);
 }
+
+#[test]
+fn mqtt_reaches_the_broker_plain_and_over_tls_and_a_refusal_never_fails_the_backup() {
+    let s = setup();
+    let (plain, tls) = (
+        env("DUNNAGE_TEST_MQTT_PORT"),
+        env("DUNNAGE_TEST_MQTTS_PORT"),
+    );
+    let topic = format!("dunnage/t{}", std::process::id());
+    let urls = format!(
+        "mqtt://dunnage:mq%20pass@127.0.0.1:{plain}/{topic}/plain?qos=1&retained=yes,\
+         mqtts://dunnage:mq%20pass@127.0.0.1:{tls}/{topic}/tls?qos=2&retained=yes"
+    );
+    let out = run(s
+        .backup()
+        .env("NOTIFICATION_URLS", &urls)
+        .env("NOTIFICATION_LEVEL", "info")
+        .env("NOTIFICATION_CA_CERT", env("DUNNAGE_TEST_TLS_CA")));
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_eq!(log.matches("notification sent to MQTT").count(), 2, "{log}");
+    assert!(!log.contains("mq pass"), "{log}");
+    // Both messages were retained: a subscriber arriving now gets them.
+    let sub = std::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &plain,
+            "-u",
+            "dunnage",
+            "-P",
+            "mq pass",
+        ])
+        .args(["-t", &format!("{topic}/#"), "-C", "2", "-W", "10", "-v"])
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&sub.stdout);
+    for leg in ["plain", "tls"] {
+        assert!(
+            got.contains(&format!("{topic}/{leg} Backup succeeded")),
+            "{leg}: {got}"
+        );
+    }
+
+    // A broker that refuses the login: the backup stands, the failure is logged.
+    let out = run(s
+        .backup()
+        .env(
+            "NOTIFICATION_URLS",
+            format!("mqtt://dunnage:wrong@127.0.0.1:{plain}/{topic}/x"),
+        )
+        .env("NOTIFICATION_LEVEL", "info"));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("1 notification(s) not delivered"),
+        "{}",
+        stderr(&out)
+    );
+}

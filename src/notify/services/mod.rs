@@ -13,6 +13,7 @@ mod ifttt;
 mod join;
 mod lark;
 mod mattermost;
+mod mqtt;
 mod notifiarr;
 mod ntfy;
 mod opsgenie;
@@ -53,6 +54,7 @@ pub enum Kind {
     Local {
         stdout: bool,
     },
+    Mqtt(Box<mqtt::Mqtt>),
 }
 
 impl Service {
@@ -64,6 +66,7 @@ impl Service {
             Kind::Smtp(_) => "Email",
             Kind::Local { stdout: false } => "Logger",
             Kind::Local { stdout: true } => "Stdout",
+            Kind::Mqtt(_) => "MQTT",
         }
     }
 }
@@ -93,6 +96,12 @@ const SERVICES: &[(&str, Parser)] = &[
     ("logger", |_, _| Ok(Kind::Local { stdout: false })),
     ("mattermost", |p, _| http(mattermost::parse(p))),
     ("matrix", |p, _| Matrix::from_parts(p).map(Kind::Matrix)),
+    ("mqtt", |p, _| {
+        mqtt::parse(p).map(|m| Kind::Mqtt(Box::new(m)))
+    }),
+    ("mqtts", |p, _| {
+        mqtt::parse(p).map(|m| Kind::Mqtt(Box::new(m)))
+    }),
     ("notifiarr", |p, _| http(notifiarr::parse(p))),
     ("ntfy", |p, _| http(ntfy::parse(p))),
     ("opsgenie", |p, _| http(opsgenie::parse(p))),
