@@ -289,12 +289,38 @@ pub fn closest(name: &str) -> Option<&'static str> {
         .min()
         .map(|(_, n)| n)
         .or_else(|| {
-            // A known name that ends with what was written (HEALTHCHECK_URL).
+            // A known name that ends with what was written (HEALTHCHECK_URL), or that
+            // starts with it (AWS_S3_BUCKET).
             VARIABLES
                 .iter()
-                .find(|v| v.name.ends_with(&format!("_{name}")))
+                .find(|v| {
+                    v.name.ends_with(&format!("_{name}")) || v.name.starts_with(&format!("{name}_"))
+                })
                 .map(|v| v.name)
         })
+}
+
+/// The known variable `name` was surely meant to be: the same name in another case, or
+/// one at most two edits away. Such a name is an error, not a warning: the setting the
+/// user believes is on (retention, say) would silently be off.
+pub fn typo_of(name: &str) -> Option<&'static VarSpec> {
+    let upper = name.to_ascii_uppercase();
+    if upper != name {
+        if let Some(spec) = spec(&upper) {
+            return Some(spec);
+        }
+    }
+    // Near misses only among names with our prefixes: short or foreign names (X, TZ, PATH)
+    // are too close to each other to guess.
+    if spec(name).is_some() || !OUR_PREFIXES.iter().any(|p| upper.starts_with(p)) {
+        return None;
+    }
+    VARIABLES
+        .iter()
+        .map(|v| (strsim::levenshtein(&upper, v.name), v))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
 }
 
 #[cfg(test)]
@@ -317,6 +343,20 @@ mod tests {
             Some("BACKUP_RETENTION_DAYS")
         );
         assert_eq!(closest("HEALTHCHECK_URL"), Some("BACKUP_HEALTHCHECK_URL"));
-        assert_eq!(closest("BACKUP_CRON"), None);
+        assert_eq!(closest("BACKUP_CRON"), Some("BACKUP_CRON_EXPRESSION"));
+        assert_eq!(closest("AWS_S3_BUCKET"), Some("AWS_S3_BUCKET_NAME"));
+    }
+
+    #[test]
+    fn near_misses_and_other_cases_are_typos_other_names_are_not() {
+        let typo = |n: &str| typo_of(n).map(|s| s.name);
+        assert_eq!(typo("BACKUP_RETENTON_DAYS"), Some("BACKUP_RETENTION_DAYS"));
+        assert_eq!(typo("backup_retention_days"), Some("BACKUP_RETENTION_DAYS"));
+        assert_eq!(typo("AWS_SECRET_ACESS_KEY"), Some("AWS_SECRET_ACCESS_KEY"));
+        assert_eq!(typo("BACKUP_RETENTION_DAYS"), None, "a known name");
+        // Users' own variables for BACKUP_FILENAME_EXPAND, and far-off names.
+        assert_eq!(typo("BACKUP_HOSTNAME_SUFFIX"), None);
+        assert_eq!(typo("AWS_S3_BUCKET"), None);
+        assert_eq!(typo("X"), None, "not one of our prefixes");
     }
 }

@@ -564,12 +564,32 @@ impl Parser<'_> {
     fn check_names_and_features(&mut self) {
         let vars = self.vars;
         for name in vars.names() {
-            if registry::spec(name).is_some()
-                || !registry::OUR_PREFIXES.iter().any(|p| name.starts_with(p))
-            {
+            if registry::spec(name).is_some() {
                 continue;
             }
-            let hint = registry::closest(name)
+            if let Some(meant) = registry::typo_of(name) {
+                // The value of a misspelt secret is a secret too.
+                let value = if meant.secret {
+                    "(redacted)".to_owned()
+                } else {
+                    vars.get(name).unwrap_or_default().to_owned()
+                };
+                self.problems.push(Problem {
+                    var: name.to_owned(),
+                    value,
+                    message: format!(
+                        "unknown variable; did you mean {}? (as written, the setting would \
+                         be ignored)",
+                        meant.name
+                    ),
+                });
+                continue;
+            }
+            let upper = name.to_ascii_uppercase();
+            if !registry::OUR_PREFIXES.iter().any(|p| upper.starts_with(p)) {
+                continue;
+            }
+            let hint = registry::closest(&upper)
                 .map(|c| format!("; did you mean {c}?"))
                 .unwrap_or_default();
             self.warnings
@@ -1135,21 +1155,44 @@ mod tests {
     }
 
     #[test]
-    fn unknown_variables_are_warnings_with_a_suggestion() {
+    fn unknown_variables_are_warnings_and_near_misses_are_errors() {
         let c = config(&[
-            ("BACKUP_RETENTON_DAYS", "7"),
             ("HEALTHCHECK_URL", "not our prefix"),
             ("AWS_SECRET_ACCESS_KEY_FILE_X", "x"),
+            ("AWS_S3_BUCKET", "b"),
             ("PATH", "/bin"),
         ])
         .unwrap();
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
-        assert!(c.warnings[0].contains("AWS_SECRET_ACCESS_KEY_FILE_X"));
         assert!(
-            c.warnings[1].contains("did you mean BACKUP_RETENTION_DAYS?"),
-            "{:?}",
-            c.warnings
+            c.warnings[0].contains("AWS_S3_BUCKET is ignored; did you mean AWS_S3_BUCKET_NAME?")
         );
+        assert!(c.warnings[1].contains("AWS_SECRET_ACCESS_KEY_FILE_X"));
+        // Retention the user believes is on: an error, and a misspelt secret stays secret.
+        let err = config(&[
+            ("BACKUP_RETENTON_DAYS", "7"),
+            ("backup_cron_expression", "@hourly"),
+            ("AWS_SECRET_ACESS_KEY", "hunter2"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            problem_vars(&err),
+            [
+                "AWS_SECRET_ACESS_KEY",
+                "BACKUP_RETENTON_DAYS",
+                "backup_cron_expression"
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("did you mean BACKUP_RETENTION_DAYS?"),
+            "{text}"
+        );
+        assert!(
+            text.contains("did you mean BACKUP_CRON_EXPRESSION?"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     #[test]

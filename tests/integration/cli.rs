@@ -105,12 +105,12 @@ fn check_exits_0_when_valid_and_2_with_every_problem() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     for needle in [
-        "4 problems",
+        "5 problems",
         "BACKUP_CRON_EXPRESSION=\"61 * * * *\"",
         "LOCK_TIMEOUT=\"forever\"",
         "BACKUP_RETENTION_KEEP_DAILY=\"-3\"",
         "GOOGLE_DRIVE_CREDENTIALS_JSON=\"(redacted)\": the Google Drive destination is not available",
-        "unknown variable BACKUP_RETENTON_DAYS is ignored; did you mean BACKUP_RETENTION_DAYS?",
+        "BACKUP_RETENTON_DAYS=\"3\": unknown variable; did you mean BACKUP_RETENTION_DAYS?",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in {err}");
     }
