@@ -1,6 +1,8 @@
-//! `dunnage check`: is every configured destination reachable, readable and (with `--write`)
-//! writable? With `--notify`, does a test message reach every notification service? Reports
-//! one line per destination and service.
+//! `dunnage check`: can a backup run? The sources are readable, the Docker engine answers
+//! (when Docker is set up), there is at least one destination and every configured one is
+//! reachable, readable and (with `--write`) writable, the notification settings are usable
+//! and (with `--notify`) a test message reaches every service. One line per check; any
+//! failure makes the command exit 1.
 
 use std::io::Write;
 
@@ -23,6 +25,8 @@ pub const CHECK_RETRY_BUDGET: Duration = Duration::from_secs(3);
 pub async fn run(configs: &[Config], write: bool, notify: bool, out: &mut impl Write) -> bool {
     let mut ok = true;
     for config in configs {
+        ok &= check_sources(config, out);
+        ok &= check_docker(config, out).await;
         ok &= check_destinations(config, write, out).await;
         for problem in &config.notification_problems {
             ok = false;
@@ -32,6 +36,46 @@ pub async fn run(configs: &[Config], write: bool, notify: bool, out: &mut impl W
             ok &= check_notifications(config, out).await;
         }
     }
+    ok
+}
+
+/// The sources folder exists and can be listed.
+fn check_sources(config: &Config, out: &mut impl Write) -> bool {
+    let dir = &config.sources;
+    let line = match std::fs::read_dir(dir) {
+        Ok(entries) => Ok(format!(
+            "OK: {} ({} entries)",
+            dir.display(),
+            entries.count()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "{} does not exist (BACKUP_SOURCES; mount the volumes to back up there)",
+            dir.display()
+        )),
+        Err(e) => Err(format!(
+            "cannot read {} (BACKUP_SOURCES): {e}",
+            dir.display()
+        )),
+    };
+    report(out, &config.name, "sources", line)
+}
+
+/// The Docker engine answers, when Docker is set up (`DOCKER_HOST` or the socket).
+async fn check_docker(config: &Config, out: &mut impl Write) -> bool {
+    let line = match crate::docker::Engine::connect(&config.docker).await {
+        Ok(Some(_)) => Ok("OK: the engine answers".to_owned()),
+        Ok(None) => Ok("off (DOCKER_HOST is unset and there is no socket)".to_owned()),
+        Err(e) => Err(crate::net::error_chain(&e)),
+    };
+    report(out, &config.name, "Docker", line)
+}
+
+fn report(out: &mut impl Write, schedule: &str, what: &str, line: Result<String, String>) -> bool {
+    let (ok, text) = match line {
+        Ok(text) => (true, text),
+        Err(e) => (false, format!("FAILED: {e}")),
+    };
+    let _ = writeln!(out, "[{schedule}] {what}: {text}");
     ok
 }
 
@@ -50,6 +94,15 @@ pub async fn check_destinations(config: &Config, write: bool, out: &mut impl Wri
     let mut targets = config.targets();
     targets.retry = RetryPolicy::with_timeout(CHECK_RETRY_BUDGET);
     let (owned, unavailable) = storage::open_all(&targets).await;
+    if owned.is_empty() && unavailable.is_empty() {
+        let _ = writeln!(
+            out,
+            "[{name}] destinations: FAILED: none: nothing is mounted at BACKUP_ARCHIVE={} and \
+             no other destination is configured",
+            config.archive_dir.display()
+        );
+        ok = false;
+    }
     for (dest, e) in &unavailable {
         let _ = writeln!(out, "[{name}] {dest}: FAILED: {e}");
         ok = false;

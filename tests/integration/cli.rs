@@ -117,6 +117,32 @@ fn check_exits_0_when_valid_and_2_with_every_problem() {
 }
 
 #[test]
+fn check_fails_without_sources_a_destination_or_a_reachable_docker() {
+    let s = Setup::new();
+    let out = run(&mut s.command(&["check"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("[default] sources: OK: "), "{text}");
+    assert!(text.contains("[default] Docker: off"), "{text}");
+
+    let mut cmd = s.command(&["check"]);
+    cmd.env("BACKUP_SOURCES", s.tmp.path().join("gone"))
+        .env("BACKUP_ARCHIVE", s.tmp.path().join("not-mounted"))
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    for needle in [
+        "[default] sources: FAILED: ",
+        "does not exist (BACKUP_SOURCES",
+        "[default] Docker: FAILED: ",
+        "[default] destinations: FAILED: none: nothing is mounted at BACKUP_ARCHIVE=",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+}
+
+#[test]
 fn a_missing_secret_file_stops_everything() {
     let s = Setup::new();
     fs::write(s.src.join("f"), "x").unwrap();
