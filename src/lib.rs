@@ -13,6 +13,7 @@
 pub mod commands;
 pub mod config;
 pub mod registry;
+pub mod secrets;
 pub mod storage;
 
 pub use notify::capture::{CaptureLayer, RUN_SPAN};

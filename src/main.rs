@@ -82,6 +82,12 @@ fn main() -> ExitCode {
     // configuration through its notifications as well.
     let unattended = matches!(cli.command, None | Some(Command::Backup { .. }));
     let env = Vars::from_env();
+    // Whatever happens next, no configured secret reaches the log or a notification.
+    if let Ok(schedules) = config::schedules(&env, only) {
+        for vars in schedules.iter().filter_map(|s| s.vars.as_ref().ok()) {
+            dunnage::secrets::register(config::secret_values(vars).iter().map(String::as_str));
+        }
+    }
     let configs = match config::load(&env, only) {
         Ok(c) => c,
         Err(e) => {
@@ -164,7 +170,7 @@ fn init_logging() {
     let print = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
+        .with_writer(|| dunnage::secrets::Redacting(std::io::stderr()))
         .with_filter(filter);
     // Each run's lines, kept for its notification whatever RUST_LOG says.
     let capture = CaptureLayer.with_filter(tracing_subscriber::filter::filter_fn(|m| {

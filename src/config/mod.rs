@@ -390,6 +390,37 @@ pub fn state_dir(vars: &Vars) -> PathBuf {
     p.path("BACKUP_STATE_DIR")
 }
 
+/// The secret values of `vars` (`_FILE`s read), for [`crate::secrets::register`]: each
+/// secret variable's value, and inside URL-valued ones (`NOTIFICATION_URLS`) each URL's
+/// password and its long user names and path segments (tokens).
+pub fn secret_values(vars: &Vars) -> Vec<String> {
+    let vars = resolved(vars);
+    let mut out = Vec::new();
+    for spec in registry::VARIABLES.iter().filter(|s| s.secret) {
+        let Some(value) = vars.get(spec.name).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        out.push(value.to_owned());
+        for piece in value.split(',') {
+            let Ok(url) = url::Url::parse(piece.trim()) else {
+                continue;
+            };
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            out.extend(url.password().map(decode));
+            let tokens = std::iter::once(url.username())
+                .chain(url.path_segments().into_iter().flatten())
+                .filter(|s| s.len() >= 16)
+                .map(decode);
+            out.extend(tokens);
+        }
+    }
+    out
+}
+
 /// `vars` with each `_FILE` variable read (those that cannot be are left out; validation
 /// reports them).
 fn resolved(vars: &Vars) -> Vars {

@@ -58,7 +58,7 @@ where
                 event.record(&mut Fields(&mut line));
                 line.push('\n');
                 let mut text = buffer.0.lock().unwrap_or_else(|e| e.into_inner());
-                text.push_str(&line);
+                text.push_str(&crate::secrets::redact(&line));
                 if text.len() > MAX_BYTES {
                     cut_front(&mut text, MAX_BYTES / 2);
                 }

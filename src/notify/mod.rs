@@ -251,6 +251,12 @@ async fn deliver(
     client: &reqwest::Client,
     settings: &Settings,
 ) -> Result<(), String> {
+    // A secret echoed into an error or the log never leaves in a notification.
+    let msg = &Message {
+        title: crate::secrets::redact(&msg.title).into_owned(),
+        body: crate::secrets::redact(&msg.body).into_owned(),
+        outcome: msg.outcome,
+    };
     match &service.kind {
         Kind::Smtp(smtp) => {
             smtp.send(msg, settings.ca_cert.as_deref(), REQUEST_TIMEOUT)

@@ -1069,3 +1069,37 @@ fn mqtt_reaches_the_broker_plain_and_over_tls_and_a_refusal_never_fails_the_back
         stderr(&out)
     );
 }
+
+#[test]
+fn a_server_echoing_credentials_never_gets_them_into_the_log_or_a_notification() {
+    let rx = Receiver::start();
+    rx.set_mode("echo");
+    let s = setup();
+    let password = "echoed-pass-7731";
+    let mut cmd = rx.backup(&s, "discord://tok@1", "error");
+    cmd.env(
+        "WEBDAV_URL",
+        format!("http://127.0.0.1:{}/dav/", rx.plain_port),
+    )
+    .env("WEBDAV_USERNAME", "backup-user")
+    .env("WEBDAV_PASSWORD", password)
+    .env("BACKUP_RETRY_TIMEOUT", "0s");
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1), "WebDAV failed");
+    let log = stderr(&out);
+    // The server's answer is shown, with the password taken out.
+    assert!(
+        log.contains("storage error for login backup-user:***"),
+        "{log}"
+    );
+    assert!(!log.contains(password), "{log}");
+    let sent: Vec<Value> = rx
+        .requests()
+        .into_iter()
+        .filter(|r| r["host"] == "discord.com")
+        .collect();
+    assert_eq!(sent.len(), 1, "the failure is notified");
+    let text = sent[0]["body"].as_str().unwrap();
+    assert!(text.contains("backup-user:***"), "{text}");
+    assert!(!text.contains(password), "{text}");
+}

@@ -6,8 +6,10 @@ Usage: notify_receiver.py DIR TLS_PORT PLAIN_PORT CERT KEY
 Both ports are on 127.0.0.1; the TLS one uses CERT/KEY (a leaf signed by the tests' CA whose
 names include discord.com, api.telegram.org, ...: dunnage is told to resolve every name to
 this port). DIR/mode, read at each request, changes the answer: "ok" (default), "fail500",
-"hang" (no answer for 60 s) or "refuse" (the service's own "not accepted" answer).
+"hang" (no answer for 60 s), "refuse" (the service's own "not accepted" answer) or "echo"
+(paths under /dav only: a 500 whose text repeats the Basic credentials it was sent).
 """
+import base64
 import json
 import os
 import ssl
@@ -109,7 +111,15 @@ class Handler(BaseHTTPRequestHandler):
         if m == "hang":
             time.sleep(60)
             return
-        if m == "fail500":
+        if m == "echo" and self.path.startswith("/dav"):
+            # A careless server: its error answer repeats the credentials it was sent.
+            auth = self.headers.get("authorization", "")
+            try:
+                auth = base64.b64decode(auth.split(" ", 1)[1]).decode()
+            except Exception:
+                pass
+            status, payload = 500, f"storage error for login {auth}"
+        elif m == "fail500":
             status, payload = 500, {"error": "internal"}
         elif m == "refuse":
             status, payload = refused(self.path)
