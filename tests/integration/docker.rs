@@ -241,9 +241,24 @@ fn hooks_run_in_their_containers_and_a_pre_hook_dump_is_archived() {
     );
     let out = run(backup(&s, &label)
         .env("BACKUP_FILENAME", "hooked.tar")
-        .env("BACKUP_COMPRESSION", "none"));
+        .env("BACKUP_COMPRESSION", "none")
+        .env("EXEC_TIMEOUT", "4321s"));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(db.running() && other.running());
+    // Nothing of ours is left in the app container after its (post) hook: no watchdog
+    // `sleep 4321`, no zombie.
+    let procs = docker(&[
+        "exec",
+        &db.name,
+        "sh",
+        "-c",
+        "for p in /proc/[0-9]*; do echo \"$(cut -d' ' -f3 $p/stat) $(tr '\\0' ' ' < $p/cmdline)\"; done",
+    ]);
+    assert!(!procs.contains("sleep 4321"), "a watchdog is left: {procs}");
+    assert!(
+        !procs.lines().any(|l| l.starts_with("Z ")),
+        "a zombie is left: {procs}"
+    );
 
     let dest = s.tmp.path().join("restore");
     extract(&s.out.join("hooked.tar"), &dest);
