@@ -33,12 +33,14 @@ impl Parser<'_> {
         let credentials = self.s3_credentials();
 
         let endpoint = self.string("AWS_ENDPOINT");
-        if endpoint.is_empty() || endpoint.contains("://") || endpoint.contains('/') {
+        if let Err(why) = host_and_port(&endpoint) {
             self.problem(
                 "AWS_ENDPOINT",
                 &endpoint,
-                "expected host[:port] such as s3.amazonaws.com or minio:9000; put the scheme \
-                 in AWS_ENDPOINT_PROTO",
+                format!(
+                    "{why}; expected host[:port] such as s3.amazonaws.com or minio:9000 (the \
+                     scheme goes in AWS_ENDPOINT_PROTO)"
+                ),
             );
         }
         let proto = self.string("AWS_ENDPOINT_PROTO").to_ascii_lowercase();
@@ -326,6 +328,16 @@ impl Parser<'_> {
     /// `state_dir` is `BACKUP_STATE_DIR`, where keys trusted on first use are kept.
     pub(super) fn sftp(&mut self, state_dir: &std::path::Path) -> Option<SftpConfig> {
         let host = self.optional("SSH_HOST_NAME")?;
+        if let Err(why) = host_and_port(&host).and_then(|port| match port {
+            Some(_) => Err("a port goes in SSH_PORT".to_owned()),
+            None => Ok(()),
+        }) {
+            self.problem(
+                "SSH_HOST_NAME",
+                &host,
+                format!("{why}; expected a host name or address"),
+            );
+        }
         let port = self.number("SSH_PORT", 1..=65535).unwrap_or(22) as u16;
         let user = self.optional("SSH_USER").unwrap_or_else(|| {
             self.problem(
@@ -492,8 +504,25 @@ impl Parser<'_> {
     }
 }
 
+/// Checks `raw` is `host[:port]` and nothing else (no scheme, path, user, space), with a
+/// port in range; the port when one is given.
+fn host_and_port(raw: &str) -> Result<Option<u16>, String> {
+    if raw.is_empty() {
+        return Err("empty".into());
+    }
+    if raw.contains("://") || raw.contains(['/', '@', '?', '#']) {
+        return Err("not just a host name and port".into());
+    }
+    let url = url::Url::parse(&format!("http://{raw}")).map_err(|e| format!("not a host: {e}"))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("no host name".into());
+    }
+    Ok(url.port())
+}
+
 #[cfg(test)]
 mod tests {
+    use super::host_and_port;
     use crate::config::{Config, ConfigError, Vars};
     use crate::storage::{AzureCredentials, S3Credentials};
 
@@ -538,6 +567,35 @@ mod tests {
         assert_eq!(s3.region.as_deref(), Some("fr-par"));
         assert_eq!(s3.max_parts, 1_000);
         assert!(matches!(s3.credentials, S3Credentials::Metadata { .. }));
+    }
+
+    #[test]
+    fn hosts_are_checked_before_anything_runs() {
+        assert_eq!(host_and_port("minio:9000"), Ok(Some(9000)));
+        assert_eq!(host_and_port("s3.amazonaws.com"), Ok(None));
+        assert_eq!(host_and_port("[::1]:9000"), Ok(Some(9000)));
+        for bad in ["127.0.0.1:99999", "my host", "https://x", "x/y", "", "u@h"] {
+            assert!(host_and_port(bad).is_err(), "{bad:?}");
+        }
+        let err = config(&[
+            ("AWS_S3_BUCKET_NAME", "b"),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_ENDPOINT", "127.0.0.1:99999"),
+            ("SSH_HOST_NAME", "files example.org"),
+            ("SSH_USER", "u"),
+            ("SSH_PASSWORD", "p"),
+        ])
+        .unwrap_err();
+        let text = problems(&err).join("\n");
+        assert!(
+            text.contains("AWS_ENDPOINT=\"127.0.0.1:99999\": not a host"),
+            "{text}"
+        );
+        assert!(
+            text.contains("SSH_HOST_NAME=\"files example.org\""),
+            "{text}"
+        );
     }
 
     #[test]
