@@ -70,9 +70,23 @@ impl FilenameTemplate {
 
 /// A name that can live directly inside the archive folder: not empty, no `/`, no NUL, not
 /// `.` or `..`, and not hidden (hidden names are reserved for in-progress uploads).
+/// The longest archive name: 255 bytes (most file systems' limit) less what the unfinished
+/// upload's name (`.NAME.PID-RANDOM.partial`) adds.
+pub const MAX_NAME_BYTES: usize = 225;
+
 pub fn check_plain_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         Err("renders to an empty name".into())
+    } else if name.len() > MAX_NAME_BYTES {
+        Err(format!(
+            "renders to {} bytes; at most {MAX_NAME_BYTES} (file systems allow 255, and the \
+             unfinished upload's name adds up to 30)",
+            name.len()
+        ))
+    } else if name.chars().any(char::is_control) {
+        Err(format!(
+            "renders to {name:?}, which holds a control character"
+        ))
     } else if name.contains('/') || name.contains('\0') {
         Err(format!(
             "renders to {name:?}, which is not a plain file name (no '/' allowed)"

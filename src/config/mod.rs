@@ -321,6 +321,19 @@ pub fn schedules(env: &Vars, only: Option<&str>) -> Result<Vec<Schedule>, Config
             .or(registry::spec("BACKUP_CONF_DIR").and_then(|s| s.default))
             .unwrap_or_default(),
     );
+    let explicit = env.get("BACKUP_CONF_DIR").is_some_and(|v| !v.is_empty());
+    if explicit && !conf_dir.is_dir() {
+        // Set on purpose: a missing folder is a wrong mount, not "use the environment".
+        return Err(ConfigError::one(Problem::new(
+            "BACKUP_CONF_DIR",
+            &conf_dir.display().to_string(),
+            if conf_dir.exists() {
+                "not a folder: expected the folder holding one .env file per schedule"
+            } else {
+                "no such folder: mount the conf.d folder there, or unset BACKUP_CONF_DIR"
+            },
+        )));
+    }
     if !conf_dir.is_dir() {
         if let Some(name) = only {
             return Err(ConfigError::one(Problem::new(
@@ -1284,10 +1297,80 @@ mod tests {
         let env = vars(&[("BACKUP_CONF_DIR", dir.path().to_str().unwrap())]);
         let err = load(&env, None).unwrap_err();
         assert!(err.to_string().contains("holds no files"), "{err}");
-        let env = vars(&[("BACKUP_CONF_DIR", "/no/such/conf.d")]);
+        // The default folder missing: the environment is the one schedule.
+        let env = vars(&[("TZ", "UTC")]);
         let all = load(&env, None).unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].name, DEFAULT_SCHEDULE);
         assert!(load(&env, Some("x")).is_err());
+        // Set on purpose to a missing folder or a file: an error.
+        let env = vars(&[("BACKUP_CONF_DIR", "/no/such/conf.d")]);
+        let err = load(&env, None).unwrap_err();
+        assert!(err.to_string().contains("no such folder"), "{err}");
+        let file = dir.path().join("file.env");
+        std::fs::write(&file, "X=1\n").unwrap();
+        let env = vars(&[("BACKUP_CONF_DIR", file.to_str().unwrap())]);
+        assert!(
+            load(&env, None)
+                .unwrap_err()
+                .to_string()
+                .contains("not a folder")
+        );
+    }
+
+    #[test]
+    fn bad_values_stop_the_start_naming_the_variable_and_hiding_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let garbage_pem =
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n";
+        let long = format!("{}.tar.gz", "x".repeat(240));
+        // (variable, value, what the message must say); each alone must be exit 2.
+        let cases: &[(&str, &str, &str)] = &[
+            ("BACKUP_FILENAME", &long, "bytes; at most 225"),
+            ("BACKUP_FILENAME", "a\tb.tar.gz", "control character"),
+            (
+                "AWS_ENDPOINT_CA_CERT",
+                garbage_pem,
+                "expected a PEM certificate",
+            ),
+            (
+                "AZURE_STORAGE_PRIMARY_ACCOUNT_KEY",
+                "not base64 !!",
+                "not base64",
+            ),
+            (
+                "AZURE_STORAGE_ENDPOINT",
+                "https://",
+                "expected an http(s) URL",
+            ),
+            ("DROPBOX_ENDPOINT", "http://", "expected an http(s) URL"),
+            (
+                "WEBDAV_PASSWORD_FILE",
+                empty.to_str().unwrap(),
+                "the file is empty",
+            ),
+        ];
+        for (var, value, needle) in cases {
+            let mut pairs = vec![
+                ("AWS_S3_BUCKET_NAME", "b"),
+                ("AWS_ACCESS_KEY_ID", "k"),
+                ("AWS_SECRET_ACCESS_KEY", "s"),
+                ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),
+                ("DROPBOX_APP_KEY", "k"),
+                ("DROPBOX_APP_SECRET", "s"),
+                ("DROPBOX_REFRESH_TOKEN", "t"),
+                ("WEBDAV_URL", "https://dav.example/"),
+                ("WEBDAV_USERNAME", "u"),
+            ];
+            pairs.push((var, value));
+            let err = config(&pairs).expect_err(var);
+            let text = err.to_string();
+            assert!(text.contains(var) && text.contains(needle), "{var}: {text}");
+            if registry::spec(var).is_some_and(|s| s.secret) {
+                assert!(!text.contains(value), "{var}: secret shown: {text}");
+            }
+        }
     }
 }

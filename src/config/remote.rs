@@ -143,9 +143,9 @@ impl Parser<'_> {
                 }
             }
         };
-        match object_store::Certificate::from_pem_bundle(pem.as_bytes()) {
-            Ok(certs) if !certs.is_empty() => Some(pem),
-            _ => {
+        match parse_certificates(&pem) {
+            Ok(()) => Some(pem),
+            Err(_) => {
                 let shown = if raw.len() > 60 { "(inline PEM)" } else { &raw };
                 self.problem(
                     key,
@@ -161,6 +161,16 @@ impl Parser<'_> {
     pub(super) fn azure(&mut self) -> Option<AzureConfig> {
         let account = self.optional("AZURE_STORAGE_ACCOUNT_NAME");
         let key = self.optional("AZURE_STORAGE_PRIMARY_ACCOUNT_KEY");
+        if let Some(k) = &key {
+            use base64::Engine;
+            if base64::engine::general_purpose::STANDARD.decode(k).is_err() {
+                self.problem(
+                    "AZURE_STORAGE_PRIMARY_ACCOUNT_KEY",
+                    k,
+                    "not base64: copy the key from the storage account's access keys",
+                );
+            }
+        }
         let connection = self.optional("AZURE_STORAGE_CONNECTION_STRING");
         if account.is_none() && connection.is_none() {
             if key.is_some() {
@@ -460,8 +470,8 @@ impl Parser<'_> {
             .unwrap_or(6) as usize;
         let mut endpoint = |var: &str| -> String {
             let raw = self.string(var);
-            if !(raw.starts_with("https://") || raw.starts_with("http://")) {
-                self.problem(var, &raw, "expected an http(s) URL");
+            if let Err(why) = http_url(&raw) {
+                self.problem(var, &raw, format!("expected an http(s) URL ({why})"));
             }
             raw
         };
@@ -491,8 +501,7 @@ impl Parser<'_> {
             .replace_all(&raw, account)
             .trim_end_matches('/')
             .to_owned();
-        let scheme_ok = endpoint.starts_with("https://") || endpoint.starts_with("http://");
-        if !scheme_ok || endpoint.contains("{{") {
+        if http_url(&endpoint).is_err() || endpoint.contains("{{") {
             self.problem(
                 "AZURE_STORAGE_ENDPOINT",
                 &raw,
@@ -502,6 +511,32 @@ impl Parser<'_> {
         }
         Some(endpoint)
     }
+}
+
+/// Every certificate of a PEM bundle parses as one (not only its PEM framing): at least one.
+fn parse_certificates(pem: &str) -> Result<(), String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no certificate".into());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// An http(s) URL with a host.
+fn http_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err("not an http(s) URL with a host".into());
+    }
+    Ok(())
 }
 
 /// Checks `raw` is `host[:port]` and nothing else (no scheme, path, user, space), with a

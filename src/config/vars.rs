@@ -127,6 +127,12 @@ impl Vars {
                             value.pop();
                         }
                     }
+                    if value.is_empty() {
+                        // An empty secret is a mistake (a file not yet written, a wrong
+                        // mount), never "no secret".
+                        problems.push(Problem::new(&file_key, &path, "the file is empty"));
+                        continue;
+                    }
                     self.set(base, value, Origin::SecretFile(PathBuf::from(path)));
                 }
                 Err(e) => problems.push(Problem::new(
