@@ -15,8 +15,7 @@ fn conform(backend: Backend, configure: impl FnOnce(&mut Command)) {
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("unused");
     cmd.env("BACKUP_ARCHIVE", tmp.path().join("no-local-folder"))
-        .env("BACKUP_STATE_DIR", tmp.path().join("state"))
-        .env("BACKUP_CONF_DIR", tmp.path().join("no-conf-d"));
+        .env("BACKUP_STATE_DIR", tmp.path().join("state"));
     configure(&mut cmd);
     let pairs: Vec<(String, String)> = cmd
         .get_envs()

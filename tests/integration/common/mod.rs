@@ -50,8 +50,15 @@ impl Setup {
         cmd.arg("backup")
             .env("BACKUP_SOURCES", &self.src)
             .env("BACKUP_ARCHIVE", &self.out)
-            .env("BACKUP_LOCK_FILE", self.tmp.path().join("lock"))
-            .env("BACKUP_CONF_DIR", self.tmp.path().join("conf.d"));
+            .env("BACKUP_LOCK_FILE", self.tmp.path().join("lock"));
+        // A test's own conf.d once it made one; otherwise none (a BACKUP_CONF_DIR naming a
+        // missing folder is an error).
+        let conf = self.tmp.path().join("conf.d");
+        if conf.is_dir() {
+            cmd.env("BACKUP_CONF_DIR", conf);
+        } else {
+            cmd.env_remove("BACKUP_CONF_DIR");
+        }
         cmd
     }
 
