@@ -607,6 +607,19 @@ impl Parser<'_> {
     /// feature this version does not have (Google Drive, encryption) is a problem.
     fn check_names_and_features(&mut self) {
         let vars = self.vars;
+        for name in vars.not_utf8() {
+            let ours = registry::spec(name).is_some()
+                || registry::OUR_PREFIXES.iter().any(|p| name.starts_with(p));
+            if ours {
+                self.problems.push(Problem {
+                    var: name.clone(),
+                    value: "(not shown)".into(),
+                    message: "the value is not valid UTF-8 (check the file or shell that \
+                              set it); it would otherwise be ignored"
+                        .into(),
+                });
+            }
+        }
         for name in vars.names() {
             if registry::spec(name).is_some() {
                 continue;

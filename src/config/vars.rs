@@ -32,15 +32,35 @@ impl fmt::Display for Origin {
 #[derive(Debug, Clone, Default)]
 pub struct Vars {
     map: BTreeMap<String, (String, Origin)>,
+    /// Names whose value is not UTF-8: reported (for our variables), never silently unset.
+    not_utf8: Vec<String>,
 }
 
 impl Vars {
-    /// The process environment. Variables whose name or value is not UTF-8 are skipped.
+    /// The process environment. A value that is not UTF-8 is left out and its name kept in
+    /// [`Vars::not_utf8`], so validation can name it instead of applying the default.
     pub fn from_env() -> Self {
-        Self::from_pairs(
-            std::env::vars_os()
-                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-        )
+        let mut not_utf8 = Vec::new();
+        let pairs: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let k = k.into_string().ok()?;
+                match v.into_string() {
+                    Ok(v) => Some((k, v)),
+                    Err(_) => {
+                        not_utf8.push(k);
+                        None
+                    }
+                }
+            })
+            .collect();
+        let mut vars = Self::from_pairs(pairs);
+        vars.not_utf8 = not_utf8;
+        vars
+    }
+
+    /// Variables whose value is not UTF-8.
+    pub fn not_utf8(&self) -> &[String] {
+        &self.not_utf8
     }
 
     pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Self
@@ -53,6 +73,7 @@ impl Vars {
                 .into_iter()
                 .map(|(k, v)| (k.into(), (v.into(), Origin::Env)))
                 .collect(),
+            not_utf8: Vec::new(),
         }
     }
 

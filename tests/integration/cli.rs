@@ -143,6 +143,25 @@ fn check_fails_without_sources_a_destination_or_a_reachable_docker() {
 }
 
 #[test]
+fn a_value_that_is_not_utf8_is_named_and_nothing_runs() {
+    use std::os::unix::ffi::OsStringExt;
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let bad = std::ffi::OsString::from_vec(vec![b'b', 0xff, b'k']);
+    let out = run(s.backup().env("AWS_S3_BUCKET_NAME", &bad));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("AWS_S3_BUCKET_NAME=\"(not shown)\": the value is not valid UTF-8"),
+        "{err}"
+    );
+    assert!(
+        s.archive_names().is_empty(),
+        "nothing stored (was a local-only run)"
+    );
+}
+
+#[test]
 fn a_missing_secret_file_stops_everything() {
     let s = Setup::new();
     fs::write(s.src.join("f"), "x").unwrap();
