@@ -1332,6 +1332,22 @@ mod tests {
     }
 
     #[test]
+    fn a_conf_d_line_that_does_not_parse_is_named_without_its_value() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("shop.env"),
+            "BACKUP_CRON_EXPRESSION=@daily\nAWS_SECRET_ACCESS_KEY=\"hunter2-secret\n",
+        )
+        .unwrap();
+        let env = vars(&[("BACKUP_CONF_DIR", dir.path().to_str().unwrap())]);
+        let text = load(&env, None).unwrap_err().to_string();
+        assert!(text.contains("shop.env:2"), "{text}");
+        assert!(text.contains("AWS_SECRET_ACCESS_KEY=(not shown)"), "{text}");
+        assert!(text.contains("unterminated double quote"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
     fn bad_values_stop_the_start_naming_the_variable_and_hiding_secrets() {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty");

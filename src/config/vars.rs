@@ -107,7 +107,11 @@ impl Vars {
             };
             let (key, value) = parsed.map_err(|why| Problem {
                 var: format!("{}:{}", path.display(), no + 1),
-                value: line.to_owned(),
+                // Only the key: the value may be a secret (any key may be a misspelt one).
+                value: match line.split_once('=') {
+                    Some((key, _)) => format!("{}=(not shown)", key.trim()),
+                    None => "(not shown)".into(),
+                },
                 message: why,
             })?;
             vars.set(key, value, Origin::ConfFile(path.to_path_buf()));
