@@ -652,6 +652,7 @@ impl Parser<'_> {
             self.warnings
                 .push(format!("unknown variable {name} is ignored{hint}"));
         }
+        self.check_destinations_without_their_key();
         for spec in registry::VARIABLES {
             let set = vars.get(spec.name).is_some_and(|v| !v.is_empty());
             if !set || !spec.enables || spec.feature.available() {
@@ -672,6 +673,55 @@ impl Parser<'_> {
                     } else {
                         "stored"
                     }
+                ),
+            );
+        }
+    }
+
+    /// A destination's settings given without the variable that turns it on (the bucket
+    /// name misspelt, `WEBDAV_USERNAME` without `WEBDAV_URL`): the user believes the backup
+    /// goes there, so it is an error naming the missing variable and the likely typo.
+    /// Settings equal to their default do not count (panels write every variable).
+    fn check_destinations_without_their_key(&mut self) {
+        use registry::Feature;
+        let vars = self.vars;
+        for feature in [
+            Feature::S3,
+            Feature::WebDav,
+            Feature::Sftp,
+            Feature::Dropbox,
+        ] {
+            let specs = registry::VARIABLES.iter().filter(|s| s.feature == feature);
+            let Some(key) = specs.clone().find(|s| s.enables) else {
+                continue;
+            };
+            if vars.get(key.name).is_some_and(|v| !v.is_empty()) {
+                continue;
+            }
+            let given: Vec<&str> = specs
+                .filter(|s| !s.enables)
+                .filter(|s| {
+                    vars.get(s.name)
+                        .is_some_and(|v| !v.is_empty() && Some(v) != s.default)
+                })
+                .map(|s| s.name)
+                .collect();
+            if given.is_empty() {
+                continue;
+            }
+            let typo = vars
+                .names()
+                .find(|n| registry::spec(n).is_none() && registry::closest(n) == Some(key.name))
+                .map(|n| format!("; did you mean {} instead of {n}?", key.name))
+                .unwrap_or_default();
+            self.problem(
+                key.name,
+                "",
+                format!(
+                    "not set, so {} is off, although {} {} set{typo}",
+                    feature.title(),
+                    given.join(", "),
+                    if given.len() == 1 { "is" } else { "are" }
                 ),
             );
         }
@@ -1123,7 +1173,13 @@ mod tests {
             "{warned}"
         );
 
-        let c = config(&[("WEBDAV_PASSWORD", "hunter2"), ("BACKUP_SOURCES", "/data")]).unwrap();
+        let c = config(&[
+            ("WEBDAV_URL", "https://dav.example/"),
+            ("WEBDAV_USERNAME", "u"),
+            ("WEBDAV_PASSWORD", "hunter2"),
+            ("BACKUP_SOURCES", "/data"),
+        ])
+        .unwrap();
         let described = c.describe();
         let show = |name: &str| described.iter().find(|(n, ..)| *n == name).cloned();
         assert_eq!(
@@ -1131,9 +1187,9 @@ mod tests {
             Some(("WEBDAV_PASSWORD", "(redacted)".into(), "environment".into()))
         );
         assert_eq!(
-            show("WEBDAV_URL"),
+            show("SSH_HOST_NAME"),
             None,
-            "unset settings of missing features are hidden"
+            "unset settings without a default are hidden"
         );
         assert_eq!(
             show("BACKUP_SOURCES"),
@@ -1329,6 +1385,30 @@ mod tests {
                 .to_string()
                 .contains("not a folder")
         );
+    }
+
+    #[test]
+    fn a_destination_configured_without_its_key_variable_is_an_error() {
+        let err = config(&[
+            ("AWS_S3_BUCKETNAME", "shop-backups"),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
+            ("WEBDAV_USERNAME", "u"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "AWS_S3_BUCKET_NAME=\"\": not set, so the S3 destination is off, \
+                           although AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY are set; did you \
+                           mean AWS_S3_BUCKET_NAME instead of AWS_S3_BUCKETNAME?"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("WEBDAV_URL=\"\": not set, so the WebDAV destination is off"));
+        assert!(!text.contains("s3cr3t"), "{text}");
+        // Settings equal to their defaults (a panel writing every variable) are fine.
+        assert!(config(&[("SSH_PORT", "22"), ("WEBDAV_PATH", "/")]).is_ok());
     }
 
     #[test]
