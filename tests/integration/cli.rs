@@ -62,6 +62,8 @@ fn print_config_shows_an_invalid_configuration_as_it_resolves_then_its_problems(
     let s = Setup::new();
     let mut cmd = s.command(&["print-config"]);
     cmd.env("BACKUP_CRON_EXPRESSION", "61 * * * *")
+        .env("WEBDAV_URL", "https://dav.example/")
+        .env("WEBDAV_USERNAME", "u")
         .env("WEBDAV_PASSWORD", "hunter2")
         .env("SHOP", "shop")
         .env("BACKUP_FILENAME_EXPAND", "true")

@@ -562,7 +562,7 @@ started={{ formatTime .Stats.StartTime }}
 {{ range $name, $s := .Stats.Storages }}{{ $name }}: total={{ $s.Total }} pruned={{ $s.Pruned }} errors={{ $s.PruneErrors }}
 {{ end -}}
 containers={{ .Stats.Containers.Stopped }}/{{ .Stats.Containers.All }} storages={{ len .Stats.Storages }}
-prefix={{ .Config.BackupPruningPrefix }} secret=[{{ env "AWS_SECRET_ACCESS_KEY" }}]{{ .Config.AwsSecretAccessKey }}
+prefix={{ .Config.BackupPruningPrefix }} secret=[{{ env "EMAIL_SMTP_PASSWORD" }}]{{ .Config.AwsSecretAccessKey }}
 {{ if .Error }}error{{ else }}no error{{ end }}
 Log output was:
 {{ .Stats.LogOutput }}
@@ -581,7 +581,7 @@ Log output was:
     let out = run(rx
         .backup(&s, &url, "info")
         .env("HOSTNAME_LABEL", "web-1")
-        .env("AWS_SECRET_ACCESS_KEY", "s3cret-value")
+        .env("EMAIL_SMTP_PASSWORD", "s3cret-value")
         .env("BACKUP_PRUNING_PREFIX", "backup-")
         .env("BACKUP_RETENTION_DAYS", "7"));
     assert_eq!(out.status.code(), Some(0));
