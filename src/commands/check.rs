@@ -39,6 +39,28 @@ pub async fn run(configs: &[Config], write: bool, notify: bool, out: &mut impl W
     ok
 }
 
+/// What `check` would fail on that shows without touching a destination (sources, the
+/// Docker engine, no destination at all): the scheduler warns about it at start.
+pub async fn preflight(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    check_sources(config, &mut out);
+    check_docker(config, &mut out).await;
+    if config.targets().describe().is_empty() {
+        let _ = writeln!(
+            out,
+            "[{}] destinations: FAILED: none: nothing is mounted at BACKUP_ARCHIVE={} and no \
+             other destination is configured",
+            config.name,
+            config.archive_dir.display()
+        );
+    }
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter(|l| l.contains("FAILED"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The sources folder exists and can be listed.
 fn check_sources(config: &Config, out: &mut impl Write) -> bool {
     let dir = &config.sources;

@@ -14,6 +14,7 @@ use crate::schedule::{SHUTDOWN_RECOVERY_WAIT, cron, shutdown_requested, sleep_un
 
 /// Runs every schedule until `shutdown` turns true. Returns the number of failed runs.
 pub async fn run_forever(configs: Vec<Config>, shutdown: watch::Receiver<bool>) -> usize {
+    announce(&configs).await;
     let tasks: Vec<_> = configs
         .into_iter()
         .map(|config| tokio::spawn(schedule_loop(config, shutdown.clone())))
@@ -23,6 +24,38 @@ pub async fn run_forever(configs: Vec<Config>, shutdown: watch::Receiver<bool>) 
         failed += task.await.unwrap_or(1);
     }
     failed
+}
+
+/// The start-up summary: the version, each schedule's next run and destinations, and a
+/// warning for what `dunnage check` would fail on.
+async fn announce(configs: &[Config]) {
+    tracing::info!(
+        "dunnage {} starting: {} schedule(s)",
+        env!("CARGO_PKG_VERSION"),
+        configs.len()
+    );
+    for config in configs {
+        let now = Zoned::now().with_time_zone(config.time_zone.clone());
+        let next = config.cron.next_after(&now).map_or_else(
+            || "never".to_owned(),
+            |t| t.strftime("%Y-%m-%d %H:%M:%S %Z").to_string(),
+        );
+        let destinations = config.targets().describe();
+        tracing::info!(
+            "[{}] {}, next run {next}; sources {}; destinations: {}",
+            config.name,
+            config.cron.describe(),
+            config.sources.display(),
+            if destinations.is_empty() {
+                "none".to_owned()
+            } else {
+                destinations.join(", ")
+            }
+        );
+        for problem in super::check::preflight(config).await {
+            tracing::warn!("{problem} (`dunnage check` fails on this)");
+        }
+    }
 }
 
 async fn schedule_loop(config: Config, mut shutdown: watch::Receiver<bool>) -> usize {

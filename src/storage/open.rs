@@ -26,6 +26,52 @@ pub struct Targets<'a> {
     pub state_dir: &'a Path,
 }
 
+impl Targets<'_> {
+    /// Each configured destination and where it stores, without connecting: for the
+    /// scheduler's start-up summary. Never a secret (no user names, keys or tokens).
+    pub fn describe(&self) -> Vec<String> {
+        let join = |base: String, folder: &str| {
+            let folder = folder.trim_matches('/');
+            if folder.is_empty() {
+                base
+            } else {
+                format!("{base}/{folder}")
+            }
+        };
+        let mut out = Vec::new();
+        if self.archive_dir.is_dir() {
+            out.push(format!("Local {}", self.archive_dir.display()));
+        }
+        if let Some(c) = self.s3 {
+            out.push(format!(
+                "S3 {}",
+                join(format!("s3://{}", c.bucket), &c.folder)
+            ));
+        }
+        if let Some(c) = self.azure {
+            let base = format!("azure://{}/{}", c.account, c.container);
+            out.push(format!("Azure {}", join(base, &c.folder)));
+        }
+        if let Some(c) = self.webdav {
+            let mut url = c.url.clone();
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            out.push(format!(
+                "WebDAV {}",
+                join(url.to_string().trim_end_matches('/').into(), &c.folder)
+            ));
+        }
+        if let Some(c) = self.sftp {
+            let base = format!("sftp://{}:{}", c.host, c.port);
+            out.push(format!("SFTP {}", join(base, &c.remote_path)));
+        }
+        if let Some(c) = self.dropbox {
+            out.push(format!("Dropbox {}", join("dropbox:".into(), &c.folder)));
+        }
+        out
+    }
+}
+
 /// The destinations of `targets` that could be set up, and those that could not (named,
 /// with the reason). A missing local archive folder turns local storage off, as in the
 /// reference, and says so.

@@ -155,6 +155,25 @@ fn a_failed_scheduled_run_is_logged_and_the_scheduler_keeps_going() {
         log.all()
             .contains(&format!("{} does not exist", sources.display()))
     );
+    // The start-up summary, and a warning for what `check` would fail on.
+    let all = log.all();
+    assert!(
+        all.contains(concat!(
+            "dunnage ",
+            env!("CARGO_PKG_VERSION"),
+            " starting: 1 schedule(s)"
+        )),
+        "{all}"
+    );
+    assert!(
+        all.contains(&format!("destinations: Local {}", s.out.display())),
+        "{all}"
+    );
+    assert!(
+        all.contains("WARN [default] sources: FAILED: ")
+            && all.contains("`dunnage check` fails on this"),
+        "{all}"
+    );
     // The volume appears: the next run succeeds without a restart.
     fs::create_dir(&sources).unwrap();
     fs::write(sources.join("f"), "x").unwrap();
