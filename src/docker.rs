@@ -128,6 +128,17 @@ pub struct Engine {
     config: DockerConfig,
 }
 
+/// How a hook runs: `sh -c SCRIPT sh COMMAND SECONDS`. A watchdog inside the container
+/// kills the hook at the timeout, so a hung dump does not keep running after the run gave
+/// up on it (best effort: it needs `sleep`). When the hook ends first, the watchdog kills
+/// its `sleep` and both are reaped before the exec ends: nothing of ours stays in the app
+/// container, not even a zombie (its PID 1 may never reap), and the watchdog never holds
+/// the output open.
+const HOOK_WATCHDOG: &str = "\"$0\" -c \"$1\" & h=$!; \
+    ( sleep \"$2\" & z=$!; trap 'kill $z 2>/dev/null; wait $z; exit 0' TERM; \
+      wait $z; kill -9 $h 2>/dev/null ) </dev/null >/dev/null 2>&1 & w=$!; \
+    wait $h; s=$?; kill $w 2>/dev/null; wait $w 2>/dev/null; exit $s";
+
 impl Engine {
     /// Connects when `DOCKER_HOST` is set or the default socket exists; `Ok(None)` (Docker
     /// features off, said once in the log) when neither.
@@ -297,16 +308,8 @@ impl Engine {
             outcome,
             output: tail(output),
         };
-        // A watchdog inside the container kills the hook at the timeout, so a hung dump does
-        // not keep running after the run gave up on it (best effort: it needs `sleep`). When
-        // the hook ends first, the watchdog kills its `sleep` and both are reaped before the
-        // exec ends: nothing of ours stays in the app container, not even a zombie (its PID 1
-        // may never reap), and the watchdog never holds the output open.
         let secs = timeout.as_secs().max(1).to_string();
-        let script = "\"$0\" -c \"$1\" & h=$!; \
-                      ( sleep \"$2\" & z=$!; trap 'kill $z 2>/dev/null; wait $z; exit 0' TERM; \
-                        wait $z; kill -9 $h 2>/dev/null ) </dev/null >/dev/null 2>&1 & w=$!; \
-                      wait $h; s=$?; kill $w 2>/dev/null; wait $w 2>/dev/null; exit $s";
+        let script = HOOK_WATCHDOG;
         let config = ExecConfig {
             cmd: Some(vec![
                 "sh".into(),

@@ -158,6 +158,17 @@ impl Parser<'_> {
         }
     }
 
+    fn check_ssh_host(&mut self, host: &str) {
+        let checked = host_and_port(host).and_then(|port| match port {
+            Some(_) => Err("a port goes in SSH_PORT".to_owned()),
+            None => Ok(()),
+        });
+        if let Err(why) = checked {
+            let why = format!("{why}; expected a host name or address");
+            self.problem("SSH_HOST_NAME", host, why);
+        }
+    }
+
     pub(super) fn azure(&mut self) -> Option<AzureConfig> {
         let account = self.optional("AZURE_STORAGE_ACCOUNT_NAME");
         let key = self.optional("AZURE_STORAGE_PRIMARY_ACCOUNT_KEY");
@@ -338,16 +349,7 @@ impl Parser<'_> {
     /// `state_dir` is `BACKUP_STATE_DIR`, where keys trusted on first use are kept.
     pub(super) fn sftp(&mut self, state_dir: &std::path::Path) -> Option<SftpConfig> {
         let host = self.optional("SSH_HOST_NAME")?;
-        if let Err(why) = host_and_port(&host).and_then(|port| match port {
-            Some(_) => Err("a port goes in SSH_PORT".to_owned()),
-            None => Ok(()),
-        }) {
-            self.problem(
-                "SSH_HOST_NAME",
-                &host,
-                format!("{why}; expected a host name or address"),
-            );
-        }
+        self.check_ssh_host(&host);
         let port = self.number("SSH_PORT", 1..=65535).unwrap_or(22) as u16;
         let user = self.optional("SSH_USER").unwrap_or_else(|| {
             self.problem(
