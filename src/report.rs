@@ -146,11 +146,28 @@ impl RunStats {
         if let (Some(name), Some(a)) = (&self.archive_name, &self.archive) {
             let _ = write!(
                 line,
-                "; archive {name}: {} files, {} entries, {:.1} MiB read",
+                "; archive {name}: {} files, {} entries, {} read",
                 a.files,
                 a.entries,
-                a.file_bytes as f64 / f64::from(1 << 20)
+                human_bytes(a.file_bytes)
             );
+            let secs = self.took.as_secs_f64();
+            if secs > 0.0 && a.file_bytes > 0 {
+                let _ = write!(
+                    line,
+                    " at {}/s",
+                    human_bytes((a.file_bytes as f64 / secs) as u64)
+                );
+            }
+            let stored = self.destinations.iter().find_map(|d| d.stored.as_ref());
+            if let Some(stored) = stored.filter(|_| a.file_bytes > 0) {
+                let _ = write!(
+                    line,
+                    ", archive {} (ratio {:.2})",
+                    human_bytes(stored.bytes),
+                    stored.bytes as f64 / a.file_bytes as f64
+                );
+            }
         }
         for d in &self.destinations {
             if let Some(e) = &d.error {
@@ -159,8 +176,10 @@ impl RunStats {
             if let Some(stored) = &d.stored {
                 let _ = write!(
                     line,
-                    "; {}: {} bytes at {}",
-                    d.backend, stored.bytes, stored.location
+                    "; {}: {} at {}",
+                    d.backend,
+                    human_bytes(stored.bytes),
+                    stored.location
                 );
             }
             if let Some(p) = &d.prune {
@@ -191,6 +210,21 @@ impl RunStats {
     }
 }
 
+/// `531.2 MiB`, `140 B`: binary units, one decimal above bytes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +249,38 @@ mod tests {
             error: Some("connection refused".into()),
             ..DestinationStats::new(backend)
         }
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(140), "140 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(557_056_000), "531.2 MiB");
+        assert_eq!(human_bytes(3 << 40), "3.0 TiB");
+    }
+
+    #[test]
+    fn the_summary_says_sizes_rate_and_ratio() {
+        let mut s = stats();
+        s.took = Duration::from_secs(2);
+        s.archive_name = Some("b.tar.gz".into());
+        s.archive = Some(ArchiveStats {
+            entries: 3,
+            files: 2,
+            file_bytes: 40 << 20,
+            warnings: Vec::new(),
+        });
+        let mut local = stored(Backend::Local);
+        local.stored.as_mut().unwrap().bytes = 10 << 20;
+        s.destinations = vec![local];
+        let line = s.summary();
+        assert!(
+            line.contains(
+                "2 files, 3 entries, 40.0 MiB read at 20.0 MiB/s, archive 10.0 MiB (ratio 0.25)"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("Local: 10.0 MiB at Local:x.tar.gz"), "{line}");
     }
 
     #[test]
