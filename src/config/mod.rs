@@ -727,6 +727,24 @@ impl Parser<'_> {
         }
     }
 
+    /// `BACKUP_PRUNING_LEEWAY`: minutes of slack for runs that start a little late. Days
+    /// of it would keep what the retention should delete, and the disk fills up.
+    fn leeway(&mut self) -> Duration {
+        const MAX: Duration = Duration::from_secs(24 * 3600);
+        let leeway = self.duration("BACKUP_PRUNING_LEEWAY");
+        if leeway > MAX {
+            let raw = self.string("BACKUP_PRUNING_LEEWAY");
+            self.problem(
+                "BACKUP_PRUNING_LEEWAY",
+                &raw,
+                "at most 24h: it is slack for a run that starts late, and more would keep \
+                 backups the retention is meant to delete",
+            );
+            return MAX;
+        }
+        leeway
+    }
+
     fn codec(&mut self) -> Codec {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let kind = self.string("BACKUP_COMPRESSION");
@@ -884,7 +902,7 @@ impl Parser<'_> {
             keep_weekly: keep("BACKUP_RETENTION_KEEP_WEEKLY"),
             keep_monthly: keep("BACKUP_RETENTION_KEEP_MONTHLY"),
             keep_yearly: keep("BACKUP_RETENTION_KEEP_YEARLY"),
-            leeway: self.duration("BACKUP_PRUNING_LEEWAY"),
+            leeway: self.leeway(),
             prefix: if expand {
                 expand_vars(&prefix, self.vars)
             } else {
@@ -1460,6 +1478,7 @@ mod tests {
                 empty.to_str().unwrap(),
                 "the file is empty",
             ),
+            ("BACKUP_PRUNING_LEEWAY", "1000d", "at most 24h"),
         ];
         for (var, value, needle) in cases {
             let mut pairs = vec![
