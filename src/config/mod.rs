@@ -1482,7 +1482,7 @@ mod tests {
         ];
         for (var, value, needle) in cases {
             let mut pairs = vec![
-                ("AWS_S3_BUCKET_NAME", "b"),
+                ("AWS_S3_BUCKET_NAME", "bkt"),
                 ("AWS_ACCESS_KEY_ID", "k"),
                 ("AWS_SECRET_ACCESS_KEY", "s"),
                 ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),

@@ -23,16 +23,12 @@ impl Parser<'_> {
 
     pub(super) fn s3(&mut self) -> Option<S3Config> {
         let bucket = self.optional("AWS_S3_BUCKET_NAME")?;
-        if bucket.contains('/') || bucket.trim() != bucket {
-            self.problem(
-                "AWS_S3_BUCKET_NAME",
-                &bucket,
-                "expected a bucket name only; put the folder in AWS_S3_PATH",
-            );
-        }
         let credentials = self.s3_credentials();
 
         let endpoint = self.string("AWS_ENDPOINT");
+        if let Err(why) = bucket_name(&bucket, endpoint == s3::AWS_ENDPOINT) {
+            self.problem("AWS_S3_BUCKET_NAME", &bucket, why);
+        }
         if let Err(why) = host_and_port(&endpoint) {
             self.problem(
                 "AWS_ENDPOINT",
@@ -63,6 +59,7 @@ impl Parser<'_> {
         let region = self
             .optional("AWS_REGION")
             .or_else(|| s3::region_from_endpoint(&endpoint));
+        let aws_endpoint = endpoint == s3::AWS_ENDPOINT;
         Some(S3Config {
             bucket,
             folder: folder(&self.string("AWS_S3_PATH")),
@@ -71,7 +68,7 @@ impl Parser<'_> {
             proto,
             insecure,
             ca_cert,
-            storage_class: self.optional("AWS_STORAGE_CLASS"),
+            storage_class: self.storage_class(aws_endpoint),
             region,
             part_size,
             max_parts,
@@ -127,6 +124,40 @@ impl Parser<'_> {
                 None
             }
         }
+    }
+
+    /// `AWS_STORAGE_CLASS`: one of AWS's classes on AWS; elsewhere a class name in the
+    /// same spelling (providers add their own).
+    fn storage_class(&mut self, aws: bool) -> Option<String> {
+        const AWS_CLASSES: &[&str] = &[
+            "STANDARD",
+            "REDUCED_REDUNDANCY",
+            "STANDARD_IA",
+            "ONEZONE_IA",
+            "INTELLIGENT_TIERING",
+            "GLACIER",
+            "DEEP_ARCHIVE",
+            "GLACIER_IR",
+            "OUTPOSTS",
+            "SNOW",
+            "EXPRESS_ONEZONE",
+        ];
+        let class = self.optional("AWS_STORAGE_CLASS")?;
+        let spelled = class
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if (aws && !AWS_CLASSES.contains(&class.as_str())) || !spelled {
+            self.problem(
+                "AWS_STORAGE_CLASS",
+                &class,
+                format!(
+                    "expected a storage class such as {}",
+                    AWS_CLASSES.join(", ")
+                ),
+            );
+            return None;
+        }
+        Some(class)
     }
 
     /// A PEM certificate given inline or as a path, checked to hold at least one certificate.
@@ -541,6 +572,37 @@ fn http_url(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// S3's bucket naming rules on AWS (3-63 lower-case letters, digits, dots and hyphens,
+/// starting and ending with a letter or digit); elsewhere only what no provider accepts.
+fn bucket_name(name: &str, aws: bool) -> Result<(), String> {
+    if name.contains('/') {
+        return Err("expected a bucket name only; put the folder in AWS_S3_PATH".into());
+    }
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) || name.len() > 255 {
+        return Err("not a bucket name (spaces, control characters or too long)".into());
+    }
+    if !aws {
+        return Ok(());
+    }
+    let allowed = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !(3..=63).contains(&name.len())
+        || !allowed
+        || !ends(name.chars().next())
+        || !ends(name.chars().last())
+        || name.contains("..")
+    {
+        return Err(
+            "not a valid S3 bucket name: 3 to 63 lower-case letters, digits, dots and \
+                    hyphens, starting and ending with a letter or digit"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// Checks `raw` is `host[:port]` and nothing else (no scheme, path, user, space), with a
 /// port in range; the port when one is given.
 fn host_and_port(raw: &str) -> Result<Option<u16>, String> {
@@ -595,7 +657,7 @@ mod tests {
     #[test]
     fn scaleway_endpoints_get_their_region_and_part_limit() {
         let c = config(&[
-            ("AWS_S3_BUCKET_NAME", "b"),
+            ("AWS_S3_BUCKET_NAME", "bkt"),
             ("AWS_ENDPOINT", "s3.fr-par.scw.cloud"),
             ("AWS_IAM_ROLE_ENDPOINT", "http://169.254.169.254"),
         ])
@@ -607,6 +669,34 @@ mod tests {
     }
 
     #[test]
+    fn bucket_names_and_storage_classes_are_checked() {
+        use super::bucket_name;
+        assert!(bucket_name("shop-backups.2026", true).is_ok());
+        for bad in ["ab", "Shop", "-shop", "shop-", "a..b", "shop_backups"] {
+            assert!(bucket_name(bad, true).is_err(), "{bad}");
+        }
+        assert!(
+            bucket_name("Legacy_Bucket", false).is_ok(),
+            "other providers differ"
+        );
+        assert!(bucket_name("my bucket", false).is_err());
+        let c = |class: &str, endpoint: &str| {
+            config(&[
+                ("AWS_S3_BUCKET_NAME", "shop"),
+                ("AWS_ACCESS_KEY_ID", "k"),
+                ("AWS_SECRET_ACCESS_KEY", "s"),
+                ("AWS_ENDPOINT", endpoint),
+                ("AWS_STORAGE_CLASS", class),
+            ])
+        };
+        assert!(c("GLACIER_IR", "s3.amazonaws.com").is_ok());
+        let err = c("GLACIAR", "s3.amazonaws.com").unwrap_err().to_string();
+        assert!(err.contains("AWS_STORAGE_CLASS=\"GLACIAR\""), "{err}");
+        assert!(c("COLD", "minio:9000").is_ok(), "providers' own classes");
+        assert!(c("cold storage", "minio:9000").is_err());
+    }
+
+    #[test]
     fn hosts_are_checked_before_anything_runs() {
         assert_eq!(host_and_port("minio:9000"), Ok(Some(9000)));
         assert_eq!(host_and_port("s3.amazonaws.com"), Ok(None));
@@ -615,7 +705,7 @@ mod tests {
             assert!(host_and_port(bad).is_err(), "{bad:?}");
         }
         let err = config(&[
-            ("AWS_S3_BUCKET_NAME", "b"),
+            ("AWS_S3_BUCKET_NAME", "bkt"),
             ("AWS_ACCESS_KEY_ID", "k"),
             ("AWS_SECRET_ACCESS_KEY", "s"),
             ("AWS_ENDPOINT", "127.0.0.1:99999"),
@@ -659,10 +749,10 @@ mod tests {
         }
         assert!(!text.contains("s3cr3t"));
 
-        let err = config(&[("AWS_S3_BUCKET_NAME", "b")]).unwrap_err();
+        let err = config(&[("AWS_S3_BUCKET_NAME", "bkt")]).unwrap_err();
         assert!(problems(&err)[0].contains("no credentials"), "{err}");
         let err = config(&[
-            ("AWS_S3_BUCKET_NAME", "b"),
+            ("AWS_S3_BUCKET_NAME", "bkt"),
             ("AWS_ACCESS_KEY_ID", "a"),
             ("AWS_SECRET_ACCESS_KEY", "s"),
             ("AWS_ENDPOINT_PROTO", "http"),
