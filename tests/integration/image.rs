@@ -207,7 +207,8 @@ fn a_sidecar_killed_mid_backup_brings_the_app_back_when_it_is_started_again() {
         while running(name) != want {
             assert!(
                 std::time::Instant::now() < deadline,
-                "{name} never running={want}"
+                "{name} never running={want}; the sidecar's log:\n{}",
+                stderr(&docker(&["logs", &sidecar]))
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
