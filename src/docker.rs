@@ -139,6 +139,35 @@ const HOOK_WATCHDOG: &str = "\"$0\" -c \"$1\" & h=$!; \
       wait $z; kill -9 $h 2>/dev/null ) </dev/null >/dev/null 2>&1 & w=$!; \
     wait $h; s=$?; kill $w 2>/dev/null; wait $w 2>/dev/null; exit $s";
 
+/// One chunk of a hook's output: into the run log, kept (its tail) for the error message,
+/// and with `EXEC_FORWARD_OUTPUT` passed through to our stdout/stderr as the reference
+/// does (secrets taken out, as everywhere).
+fn pass_on(
+    container: &str,
+    chunk: bollard::container::LogOutput,
+    forward: bool,
+    output: &mut String,
+) {
+    use std::io::Write as _;
+    let text = chunk.to_string();
+    for line in text.lines() {
+        tracing::info!("[{container}] {line}");
+    }
+    if forward {
+        let shown = crate::secrets::redact(&text);
+        let _ = match chunk {
+            bollard::container::LogOutput::StdErr { .. } => {
+                std::io::stderr().write_all(shown.as_bytes())
+            }
+            _ => std::io::stdout().write_all(shown.as_bytes()),
+        };
+    }
+    output.push_str(&text);
+    if output.len() > 4 * HOOK_OUTPUT_KEPT {
+        *output = tail(output);
+    }
+}
+
 impl Engine {
     /// Connects when `DOCKER_HOST` is set or the default socket exists; `Ok(None)` (Docker
     /// features off, said once in the log) when neither.
@@ -344,25 +373,7 @@ impl Engine {
             {
                 while let Some(item) = stream.next().await {
                     let chunk = item.map_err(|e| format!("output stream failed: {e}"))?;
-                    let text = chunk.to_string();
-                    // Hook output is part of the run log; EXEC_FORWARD_OUTPUT also passes it
-                    // through unchanged, as the reference does.
-                    for line in text.lines() {
-                        tracing::info!("[{container}] {line}");
-                    }
-                    if forward {
-                        use std::io::Write as _;
-                        let _ = match chunk {
-                            bollard::container::LogOutput::StdErr { message } => {
-                                std::io::stderr().write_all(&message)
-                            }
-                            other => std::io::stdout().write_all(&other.into_bytes()),
-                        };
-                    }
-                    output.push_str(&text);
-                    if output.len() > 4 * HOOK_OUTPUT_KEPT {
-                        output = tail(&output);
-                    }
+                    pass_on(container, chunk, forward, &mut output);
                 }
             }
             Ok::<(), String>(())

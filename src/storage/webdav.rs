@@ -358,16 +358,63 @@ async fn check(
     })
 }
 
+/// One `<response>` of a PROPFIND answer, as read.
+#[derive(Default)]
+struct Response {
+    href: String,
+    modified: String,
+    length: String,
+    collection: bool,
+}
+
+impl Response {
+    /// The entry, with whether it is a collection, when it is directly in `folder_path`.
+    fn entry_in(self, folder_path: &str) -> Result<Option<(Entry, bool)>, String> {
+        let href = self.href.trim();
+        let path = match Url::parse(href) {
+            Ok(absolute) => absolute.path().to_owned(),
+            Err(_) => href.to_owned(),
+        };
+        let path = decoded_path(&path);
+        let Some((parent, name)) = path.rsplit_once('/') else {
+            return Ok(None);
+        };
+        if path == folder_path || parent != folder_path || name.is_empty() {
+            return Ok(None); // the folder itself, or not directly in it
+        }
+        let modified = self.modified.trim();
+        let modified = jiff::fmt::rfc2822::DateTimeParser::new()
+            .parse_timestamp(modified)
+            .map_err(|e| format!("getlastmodified {modified:?} of {name}: {e}"))?;
+        let entry = Entry {
+            name: name.to_owned(),
+            size: self.length.trim().parse().unwrap_or(0),
+            modified,
+        };
+        Ok(Some((entry, self.collection)))
+    }
+}
+
+/// The character an XML entity reference (`amp`, `#x41`, `#65`) stands for.
+fn entity(name: &str) -> Option<char> {
+    match name {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        n => n
+            .strip_prefix("#x")
+            .map(|h| u32::from_str_radix(h, 16))
+            .or_else(|| n.strip_prefix('#').map(str::parse))
+            .and_then(Result::ok)
+            .and_then(char::from_u32),
+    }
+}
+
 /// The entries of a PROPFIND multistatus directly below `folder` (the folder itself is
 /// left out), with whether each is a collection.
 fn parse_multistatus(xml: &str, folder: &Url) -> Result<Vec<(Entry, bool)>, String> {
-    #[derive(Default)]
-    struct Response {
-        href: String,
-        modified: String,
-        length: String,
-        collection: bool,
-    }
     let mut reader = quick_xml::Reader::from_str(xml);
     let mut entries = Vec::new();
     let mut current: Option<Response> = None;
@@ -406,53 +453,14 @@ fn parse_multistatus(xml: &str, folder: &Url) -> Result<Vec<(Entry, bool)>, Stri
             Event::GeneralRef(r) => {
                 // `&amp;` and friends inside an href.
                 if let (Some(resp), Some("href")) = (current.as_mut(), field) {
-                    let name = String::from_utf8_lossy(&r).into_owned();
-                    let ch = match name.as_str() {
-                        "amp" => Some('&'),
-                        "lt" => Some('<'),
-                        "gt" => Some('>'),
-                        "quot" => Some('"'),
-                        "apos" => Some('\''),
-                        n => n
-                            .strip_prefix("#x")
-                            .map(|h| u32::from_str_radix(h, 16))
-                            .or_else(|| n.strip_prefix('#').map(str::parse))
-                            .and_then(Result::ok)
-                            .and_then(char::from_u32),
-                    };
-                    resp.href.extend(ch);
+                    resp.href.extend(entity(&String::from_utf8_lossy(&r)));
                 }
             }
             Event::End(e) => match e.local_name().as_ref() {
                 b"response" => {
-                    let Some(r) = current.take() else { continue };
-                    let href = r.href.trim();
-                    let path = match Url::parse(href) {
-                        Ok(absolute) => absolute.path().to_owned(),
-                        Err(_) => href.to_owned(),
-                    };
-                    let path = decoded_path(&path);
-                    if path == folder_path {
-                        continue;
+                    if let Some(r) = current.take() {
+                        entries.extend(r.entry_in(&folder_path)?);
                     }
-                    let Some((parent, name)) = path.rsplit_once('/') else {
-                        continue;
-                    };
-                    if parent != folder_path || name.is_empty() {
-                        continue; // not directly in the folder
-                    }
-                    let modified = r.modified.trim();
-                    let modified = jiff::fmt::rfc2822::DateTimeParser::new()
-                        .parse_timestamp(modified)
-                        .map_err(|e| format!("getlastmodified {modified:?} of {name}: {e}"))?;
-                    entries.push((
-                        Entry {
-                            name: name.to_owned(),
-                            size: r.length.trim().parse().unwrap_or(0),
-                            modified,
-                        },
-                        r.collection,
-                    ));
                 }
                 b"href" | b"getlastmodified" | b"getcontentlength" => field = None,
                 _ => {}
