@@ -383,11 +383,7 @@ pub fn schedules(env: &Vars, only: Option<&str>) -> Result<Vec<Schedule>, Config
 /// tell that the configuration is invalid. `None` when they are unusable too.
 pub fn notification_settings(vars: &Vars) -> Option<crate::notify::Settings> {
     let vars = &resolved(vars);
-    let mut p = Parser {
-        vars,
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut p = Parser::new(vars);
     let (settings, problems) = p.notifications();
     settings.filter(|_| problems.is_empty())
 }
@@ -395,11 +391,7 @@ pub fn notification_settings(vars: &Vars) -> Option<crate::notify::Settings> {
 /// `BACKUP_STATE_DIR` of `vars` (its default when unset).
 pub fn state_dir(vars: &Vars) -> PathBuf {
     let vars = &resolved(vars);
-    let mut p = Parser {
-        vars,
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut p = Parser::new(vars);
     p.path("BACKUP_STATE_DIR")
 }
 
@@ -473,11 +465,7 @@ pub fn describe_vars(vars: &Vars) -> Vec<(&'static str, String, String)> {
 /// schedule's zone), when the settings it depends on are valid.
 pub fn preview_filename(vars: &Vars) -> Option<String> {
     let vars = &resolved(vars);
-    let mut p = Parser {
-        vars,
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut p = Parser::new(vars);
     let codec = p.codec();
     let expand = p.bool("BACKUP_FILENAME_EXPAND");
     let zone = p.time_zone();
@@ -528,6 +516,16 @@ struct Parser<'a> {
     vars: &'a Vars,
     problems: Vec<Problem>,
     warnings: Vec<String>,
+}
+
+impl<'a> Parser<'a> {
+    fn new(vars: &'a Vars) -> Self {
+        Parser {
+            vars,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
 }
 
 impl Parser<'_> {
