@@ -290,7 +290,12 @@ fn print_config(env: &Vars) -> ExitCode {
             }
         }
         if let Some(name) = config::preview_filename(vars) {
-            println!("# archive name if it ran now: {name}");
+            // `$VAR`s may name a secret: the name is shown without it.
+            dunnage::secrets::register(config::secret_values(vars).iter().map(String::as_str));
+            println!(
+                "# archive name if it ran now: {}",
+                dunnage::secrets::redact(&name)
+            );
         }
         print_rows(config::describe_vars(vars));
     }
