@@ -377,6 +377,58 @@ impl Parser<'_> {
         })
     }
 
+    /// `SSH_KNOWN_HOSTS` must be a known_hosts file listing this host.
+    fn check_known_hosts(&mut self, path: &str, host: &str, port: u16) {
+        let file = std::path::Path::new(path);
+        if !file.is_file() {
+            self.problem("SSH_KNOWN_HOSTS", path, "no such file");
+            return;
+        }
+        match sftp::KnownHosts::load(file) {
+            Err(why) => self.problem("SSH_KNOWN_HOSTS", path, &format!("{why}")),
+            Ok(listed) if listed.keys_for(host, port).is_empty() => self.problem(
+                "SSH_KNOWN_HOSTS",
+                path,
+                &format!(
+                    "lists no key for {}; add it with ssh-keyscan -p {port} {host}",
+                    if port == 22 {
+                        host.to_owned()
+                    } else {
+                        format!("[{host}]:{port}")
+                    }
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+
+    /// The private key must load, with `SSH_IDENTITY_PASSPHRASE` when it is protected.
+    fn check_identity(&mut self, file: &std::path::Path, passphrase: Option<&str>) {
+        let Err(e) = russh::keys::load_secret_key(file, passphrase) else {
+            return;
+        };
+        let shown = file.display().to_string();
+        match (e, passphrase) {
+            (russh::keys::Error::KeyIsEncrypted, None) => self.problem(
+                "SSH_IDENTITY_PASSPHRASE",
+                "",
+                &format!(
+                    "the key in SSH_IDENTITY_FILE={shown} is protected by a passphrase; set it here"
+                ),
+            ),
+            (_, Some(_)) if is_encrypted_key(file) => self.problem(
+                "SSH_IDENTITY_PASSPHRASE",
+                "",
+                &format!("does not open the key in SSH_IDENTITY_FILE={shown}"),
+            ),
+            (e, _) => self.problem(
+                "SSH_IDENTITY_FILE",
+                &shown,
+                &format!("is not a private key OpenSSH or PEM format can read ({e})"),
+            ),
+        }
+    }
+
     /// `state_dir` is `BACKUP_STATE_DIR`, where keys trusted on first use are kept.
     pub(super) fn sftp(&mut self, state_dir: &std::path::Path) -> Option<SftpConfig> {
         let host = self.optional("SSH_HOST_NAME")?;
@@ -413,6 +465,9 @@ impl Parser<'_> {
             None => Some(std::path::PathBuf::from(self.string("SSH_IDENTITY_FILE")))
                 .filter(|p| p.is_file()),
         };
+        if let Some(file) = &identity_file {
+            self.check_identity(file, passphrase.as_deref());
+        }
         if identity_file.is_none() && password.is_none() {
             self.problem(
                 "SSH_PASSWORD",
@@ -438,9 +493,7 @@ impl Parser<'_> {
                 return None;
             }
             (Some(path), None) => {
-                if !std::path::Path::new(&path).is_file() {
-                    self.problem("SSH_KNOWN_HOSTS", &path, "no such file");
-                }
+                self.check_known_hosts(&path, &host, port);
                 HostKeyCheck::KnownHosts(path.into())
             }
             (None, Some(fp)) => {
@@ -619,6 +672,16 @@ fn host_and_port(raw: &str) -> Result<Option<u16>, String> {
     Ok(url.port())
 }
 
+/// Whether a private key file says it is protected by a passphrase (OpenSSH or PEM).
+fn is_encrypted_key(file: &std::path::Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return false;
+    };
+    text.contains("Proc-Type: 4,ENCRYPTED")
+        || text.contains("BEGIN ENCRYPTED PRIVATE KEY")
+        || russh::keys::ssh_key::PrivateKey::from_openssh(&text).is_ok_and(|k| k.is_encrypted())
+}
+
 #[cfg(test)]
 mod tests {
     use super::host_and_port;
@@ -723,6 +786,68 @@ mod tests {
             text.contains("SSH_HOST_NAME=\"files example.org\""),
             "{text}"
         );
+    }
+
+    #[test]
+    fn ssh_key_and_known_hosts_files_are_read_before_anything_runs() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let plain = format!("{fixtures}/ecdsa_p256_short_scalar");
+        let protected = format!("{fixtures}/ed25519_protected");
+        let host_line = "[files.example.org]:2222 ssh-ed25519 \
+            AAAAC3NzaC1lZDI1NTE5AAAAICv6LUDx3groZ0BmY2ew+M8mopwTCPRZaK6NMBwuWHls\n";
+        let good_hosts = file("good", host_line);
+        let other_hosts = file("other", &host_line.replace("files.", "www."));
+        let garbage = file("garbage", "this is not a known_hosts file\n");
+        let not_a_key = file("not_a_key", "hello\n");
+        let sftp = |identity: &str, passphrase: Option<&str>, known: &str| {
+            let mut pairs = vec![
+                ("SSH_HOST_NAME", "files.example.org"),
+                ("SSH_PORT", "2222"),
+                ("SSH_USER", "u"),
+                ("SSH_IDENTITY_FILE", identity),
+                ("SSH_KNOWN_HOSTS", known),
+            ];
+            pairs.extend(passphrase.map(|p| ("SSH_IDENTITY_PASSPHRASE", p)));
+            config(&pairs)
+                .map(|_| ())
+                .map_err(|e| problems(&e).join("\n"))
+        };
+        assert_eq!(sftp(&plain, None, &good_hosts), Ok(()));
+        assert_eq!(sftp(&protected, Some("fixture pass"), &good_hosts), Ok(()));
+        for (identity, passphrase, known, want) in [
+            (&not_a_key, None, &good_hosts, "SSH_IDENTITY_FILE="),
+            (&good_hosts, None, &good_hosts, "is not a private key"),
+            (
+                &protected,
+                None,
+                &good_hosts,
+                "is protected by a passphrase",
+            ),
+            (
+                &protected,
+                Some("wrong"),
+                &good_hosts,
+                "SSH_IDENTITY_PASSPHRASE=\"(redacted)\": does not open",
+            ),
+            (&plain, None, &garbage, "line 1: not a known_hosts entry"),
+            (&plain, None, &not_a_key, "SSH_KNOWN_HOSTS="),
+            (
+                &plain,
+                None,
+                &other_hosts,
+                "lists no key for [files.example.org]:2222",
+            ),
+        ] {
+            let err = sftp(identity, passphrase, known).expect_err(want);
+            assert!(err.contains(want), "want {want:?} in {err}");
+            assert!(!err.contains("wrong\""), "the passphrase is shown: {err}");
+        }
     }
 
     #[test]

@@ -126,10 +126,11 @@ fn keys_of_every_kind_log_in_and_a_passphrase_is_needed_where_set() {
         assert_eq!(names(&folder), [format!("{file}.tar.gz")]);
     }
 
-    // The protected key without its passphrase, and a key the server does not know.
-    for (file, needle) in [
-        ("ed25519_pass", "SSH_IDENTITY_PASSPHRASE"),
-        ("not_authorized", "refused user"),
+    // The protected key without its passphrase: nothing runs (exit 2). A key the server
+    // does not know: that destination fails, the local copy is kept.
+    for (file, code, needle) in [
+        ("ed25519_pass", 2, "SSH_IDENTITY_PASSPHRASE"),
+        ("not_authorized", 1, "refused user"),
     ] {
         let s = Setup::new();
         fs::write(s.src.join("f"), "x").unwrap();
@@ -139,10 +140,17 @@ fn keys_of_every_kind_log_in_and_a_passphrase_is_needed_where_set() {
         cmd.env_remove("SSH_PASSWORD")
             .env("SSH_IDENTITY_FILE", key(file));
         let out = run(&mut cmd);
-        assert_eq!(out.status.code(), Some(1), "{file}");
+        assert_eq!(out.status.code(), Some(code), "{file}");
         assert!(stderr(&out).contains(needle), "{file}: {}", stderr(&out));
         assert!(names(&folder).is_empty());
-        restore_and_compare(&s, &s.only_archive());
+        if code == 1 {
+            restore_and_compare(&s, &s.only_archive());
+        } else {
+            assert!(
+                s.archive_names().is_empty(),
+                "nothing runs on a bad configuration"
+            );
+        }
     }
 }
 
@@ -185,8 +193,19 @@ fn host_keys_are_checked_pinned_listed_or_trusted_on_first_use() {
     );
     assert!(names(&folder).is_empty());
 
-    // known_hosts: the right file works, one listing another key is refused.
+    // known_hosts: the right file works (also one listing only the server's RSA key, which
+    // the server does not offer first), one listing another key is refused, and so is the
+    // right key marked @revoked.
     let good = key("known_hosts");
+    let rsa_only = key("known_hosts_rsa");
+    let revoked = s.tmp.path().join("revoked_known_hosts");
+    let listed = fs::read_to_string(&good).unwrap();
+    let server_key: Vec<&str> = listed.split_whitespace().skip(1).take(2).collect();
+    fs::write(
+        &revoked,
+        format!("{listed}@revoked * {}\n", server_key.join(" ")),
+    )
+    .unwrap();
     let wrong = s.tmp.path().join("wrong_known_hosts");
     let other = fs::read_to_string(key("other_host.pub")).unwrap();
     let other_key: Vec<&str> = other.split_whitespace().take(2).collect();
@@ -195,7 +214,12 @@ fn host_keys_are_checked_pinned_listed_or_trusted_on_first_use() {
         format!("[127.0.0.1]:{port} {}\n", other_key.join(" ")),
     )
     .unwrap();
-    for (file, ok) in [(&good, true), (&wrong, false)] {
+    for (file, ok, why) in [
+        (&good, true, ""),
+        (&rsa_only, true, ""),
+        (&wrong, false, "does not match"),
+        (&revoked, false, "is marked @revoked"),
+    ] {
         let s = Setup::new();
         fs::write(s.src.join("f"), "x").unwrap();
         let mut cmd = s.backup();
@@ -209,9 +233,7 @@ fn host_keys_are_checked_pinned_listed_or_trusted_on_first_use() {
             "{}",
             stderr(&out)
         );
-        if !ok {
-            assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
-        }
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
     }
 
     // Trust on first use: remembered with a warning naming the fingerprint, then required.

@@ -26,6 +26,10 @@ use super::{Entry, ErrorKind, Storage, StorageError, Stored, partial};
 use crate::net::RetryPolicy;
 use crate::stream::ByteStream;
 
+mod known_hosts;
+pub use known_hosts::KnownHosts;
+use known_hosts::Verdict;
+
 /// The file in `BACKUP_STATE_DIR` with host keys trusted on first use.
 pub const TRUSTED_KEYS_FILE: &str = "sftp_known_hosts";
 
@@ -87,89 +91,64 @@ impl Client {
 
     fn verify(&self, key: &PublicKey) -> bool {
         let seen = fingerprint(key);
-        let listed = |path: &PathBuf| -> Result<Option<bool>, String> {
-            if !path.exists() {
-                return Ok(None);
-            }
-            let keys = russh::keys::known_hosts::known_host_keys_path(&self.host, self.port, path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            if keys.is_empty() {
-                return Ok(None);
-            }
-            // Compare the key material only (comments may differ).
-            Ok(Some(
-                keys.iter().any(|(_, k)| k.key_data() == key.key_data()),
-            ))
-        };
-        match &self.check {
+        let at = format!("{}:{}", self.host, self.port);
+        let (path, first_use) = match &self.check {
             HostKeyCheck::Fingerprint(want) => {
                 let want = want.strip_prefix("SHA256:").unwrap_or(want);
-                if seen.strip_prefix("SHA256:") == Some(want) {
+                return if seen.strip_prefix("SHA256:") == Some(want) {
                     true
                 } else {
                     self.refuse(format!(
-                        "the host key of {}:{} is {seen}, not the SSH_HOST_KEY_FINGERPRINT \
-                         SHA256:{want}",
-                        self.host, self.port
+                        "the host key of {at} is {seen}, not the SSH_HOST_KEY_FINGERPRINT \
+                         SHA256:{want}"
                     ))
-                }
+                };
             }
-            HostKeyCheck::KnownHosts(path) => match listed(path) {
-                Ok(Some(true)) => true,
-                Ok(Some(false)) => self.refuse(format!(
-                    "the host key of {}:{} ({seen}) does not match the one in SSH_KNOWN_HOSTS \
-                     {}: refusing to connect",
-                    self.host,
-                    self.port,
-                    path.display()
-                )),
-                Ok(None) => self.refuse(format!(
-                    "{}:{} is not in SSH_KNOWN_HOSTS {} (its key is {seen}; add it with \
-                     ssh-keyscan -p {} {})",
-                    self.host,
-                    self.port,
-                    path.display(),
-                    self.port,
-                    self.host
-                )),
-                Err(why) => self.refuse(why),
-            },
-            HostKeyCheck::TrustOnFirstUse(path) => match listed(path) {
-                Ok(Some(true)) => true,
-                Ok(Some(false)) => self.refuse(format!(
-                    "the host key of {}:{} CHANGED: it is now {seen}, which differs from the \
-                     key trusted earlier (in {}). Refusing to connect: this may be an attack. \
-                     If the server's key really changed, remove its line from that file.",
-                    self.host,
-                    self.port,
-                    path.display()
-                )),
-                Ok(None) => {
-                    if let Err(e) = std::fs::create_dir_all(path.parent().unwrap_or(path))
-                        .map_err(russh::keys::Error::from)
-                        .and_then(|()| {
-                            russh::keys::known_hosts::learn_known_hosts_path(
-                                &self.host, self.port, key, path,
-                            )
-                        })
-                    {
-                        return self.refuse(format!(
-                            "cannot remember the host key in {}: {e}",
-                            path.display()
-                        ));
-                    }
-                    tracing::warn!(
-                        "SFTP: trusting the host key of {}:{} on first use: {seen}. Pin it \
-                         with SSH_HOST_KEY_FINGERPRINT={seen} (or SSH_KNOWN_HOSTS); it is \
-                         remembered in {}",
-                        self.host,
-                        self.port,
-                        path.display()
-                    );
-                    true
+            HostKeyCheck::KnownHosts(path) => (path, false),
+            HostKeyCheck::TrustOnFirstUse(path) => (path, true),
+        };
+        let file = path.display();
+        let listed = match KnownHosts::load(path) {
+            Ok(listed) => listed,
+            Err(why) => return self.refuse(format!("{file} {why}")),
+        };
+        match (listed.verdict(&self.host, self.port, key), first_use) {
+            (Verdict::Trusted, _) => true,
+            (Verdict::Revoked, _) => self.refuse(format!(
+                "the host key of {at} ({seen}) is marked @revoked in {file}: refusing to connect"
+            )),
+            (Verdict::Changed, false) => self.refuse(format!(
+                "the host key of {at} ({seen}) does not match the one in SSH_KNOWN_HOSTS \
+                 {file}: refusing to connect"
+            )),
+            (Verdict::Unknown, false) => self.refuse(format!(
+                "{at} is not in SSH_KNOWN_HOSTS {file} (its key is {seen}; add it with \
+                 ssh-keyscan -p {} {})",
+                self.port, self.host
+            )),
+            (Verdict::Changed, true) => self.refuse(format!(
+                "the host key of {at} CHANGED: it is now {seen}, which differs from the \
+                 key trusted earlier (in {file}). Refusing to connect: this may be an attack. \
+                 If the server's key really changed, remove its line from that file."
+            )),
+            (Verdict::Unknown, true) => {
+                if let Err(e) = std::fs::create_dir_all(path.parent().unwrap_or(path))
+                    .map_err(russh::keys::Error::from)
+                    .and_then(|()| {
+                        russh::keys::known_hosts::learn_known_hosts_path(
+                            &self.host, self.port, key, path,
+                        )
+                    })
+                {
+                    return self.refuse(format!("cannot remember the host key in {file}: {e}"));
                 }
-                Err(why) => self.refuse(why),
-            },
+                tracing::warn!(
+                    "SFTP: trusting the host key of {at} on first use: {seen}. Pin it \
+                     with SSH_HOST_KEY_FINGERPRINT={seen} (or SSH_KNOWN_HOSTS); it is \
+                     remembered in {file}"
+                );
+                true
+            }
         }
     }
 }
@@ -315,11 +294,21 @@ impl SftpStorage {
             check: c.host_key.clone(),
             refused: refused.clone(),
         };
-        let config = Arc::new(client::Config {
+        let mut config = client::Config {
             inactivity_timeout: Some(std::time::Duration::from_secs(300)),
             keepalive_interval: Some(std::time::Duration::from_secs(30)),
             ..Default::default()
-        });
+        };
+        // Ask for a host key of a type we can check: a server listed only with its RSA
+        // key must not be asked for its ed25519 one first.
+        if let HostKeyCheck::KnownHosts(path) | HostKeyCheck::TrustOnFirstUse(path) = &c.host_key {
+            let listed = KnownHosts::load(path).map_err(SftpError::Refused)?;
+            let algorithms = listed.algorithms_for(&c.host, c.port);
+            if !algorithms.is_empty() {
+                config.preferred.key = algorithms.into();
+            }
+        }
+        let config = Arc::new(config);
         let mut ssh = match client::connect(config, (c.host.as_str(), c.port), handler).await {
             Ok(ssh) => ssh,
             Err(e) => {
