@@ -385,11 +385,11 @@ impl Parser<'_> {
             return;
         }
         match sftp::KnownHosts::load(file) {
-            Err(why) => self.problem("SSH_KNOWN_HOSTS", path, &format!("{why}")),
+            Err(why) => self.problem("SSH_KNOWN_HOSTS", path, why),
             Ok(listed) if listed.keys_for(host, port).is_empty() => self.problem(
                 "SSH_KNOWN_HOSTS",
                 path,
-                &format!(
+                format!(
                     "lists no key for {}; add it with ssh-keyscan -p {port} {host}",
                     if port == 22 {
                         host.to_owned()
@@ -412,19 +412,19 @@ impl Parser<'_> {
             (russh::keys::Error::KeyIsEncrypted, None) => self.problem(
                 "SSH_IDENTITY_PASSPHRASE",
                 "",
-                &format!(
+                format!(
                     "the key in SSH_IDENTITY_FILE={shown} is protected by a passphrase; set it here"
                 ),
             ),
             (_, Some(_)) if is_encrypted_key(file) => self.problem(
                 "SSH_IDENTITY_PASSPHRASE",
                 "",
-                &format!("does not open the key in SSH_IDENTITY_FILE={shown}"),
+                format!("does not open the key in SSH_IDENTITY_FILE={shown}"),
             ),
             (e, _) => self.problem(
                 "SSH_IDENTITY_FILE",
                 &shown,
-                &format!("is not a private key OpenSSH or PEM format can read ({e})"),
+                format!("is not a private key OpenSSH or PEM format can read ({e})"),
             ),
         }
     }
