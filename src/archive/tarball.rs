@@ -149,9 +149,7 @@ impl<'a, W: Write> TarWalker<'a, W> {
                     });
                 }
             };
-            header.set_entry_type(EntryType::Symlink);
-            self.tar
-                .append_link(&mut header, &name, target)
+            self.append_symlink(header, &name, target.as_os_str().as_bytes())
                 .map_err(out)?;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
             header.set_entry_type(if ft.is_fifo() {
@@ -292,13 +290,36 @@ impl<'a, W: Write> TarWalker<'a, W> {
         Ok(copied)
     }
 
+    /// A symlink record whose target is stored byte for byte (the tar crate's own
+    /// `append_link` normalises it as a path: `/` became `//`, `a/./b` became `a/b`).
+    /// Targets over 100 bytes go first in a GNU long-link record, as GNU tar writes them.
+    fn append_symlink(&mut self, mut header: Header, name: &Path, target: &[u8]) -> io::Result<()> {
+        const FIELD: usize = 100;
+        if target.len() > FIELD {
+            let mut long = Header::new_gnu();
+            long.as_gnu_mut().expect("a GNU header").name[..13].copy_from_slice(b"././@LongLink");
+            long.set_mode(0o644);
+            long.set_entry_type(EntryType::GNULongLink);
+            let data = [target, b"\0"].concat();
+            long.set_size(data.len() as u64);
+            long.set_cksum();
+            self.tar.append(&long, data.as_slice())?;
+        }
+        let field = &mut header.as_gnu_mut().expect("a GNU header").linkname;
+        let n = target.len().min(FIELD);
+        field.fill(0);
+        field[..n].copy_from_slice(&target[..n]);
+        header.set_entry_type(EntryType::Symlink);
+        self.tar.append_data(&mut header, name, io::empty())
+    }
+
     /// A GNU header with mode, owner (numeric and named) and mtime of `meta`.
     fn header(&mut self, meta: &Metadata) -> Header {
         let mut h = Header::new_gnu();
         h.set_mode(meta.mode() & 0o7777);
         h.set_uid(u64::from(meta.uid()));
         h.set_gid(u64::from(meta.gid()));
-        h.set_mtime(meta.mtime().max(0) as u64);
+        set_mtime(&mut h, meta.mtime());
         h.set_size(0);
         // Names longer than the header field are left out; the numeric id is always there.
         if let Some(user) = cached_name(&mut self.users, meta.uid(), |id| {
@@ -312,6 +333,19 @@ impl<'a, W: Write> TarWalker<'a, W> {
             let _ = h.set_groupname(group);
         }
         h
+    }
+}
+
+/// The mtime field; a time before 1970 in GNU's base-256 form (two's complement, the
+/// leading byte 0xff), which GNU tar and bsdtar read back.
+fn set_mtime(h: &mut Header, secs: i64) {
+    match u64::try_from(secs) {
+        Ok(secs) => h.set_mtime(secs),
+        Err(_) => {
+            let field = &mut h.as_gnu_mut().expect("a GNU header").mtime;
+            field[..4].fill(0xff);
+            field[4..].copy_from_slice(&secs.to_be_bytes());
+        }
     }
 }
 
