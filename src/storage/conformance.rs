@@ -16,6 +16,7 @@ pub async fn run(store: &dyn Storage, prefix: &str) {
     failed_stream_leaves_nothing(store, prefix).await;
     cancelled_put_leaves_nothing(store, prefix).await;
     missing_objects_are_not_found(store, prefix).await;
+    a_backup_is_never_replaced(store, prefix).await;
 }
 
 /// `chunks` pieces of `size` bytes, then either the end or (when `fail`) an error.
@@ -72,6 +73,54 @@ pub async fn put_list_get_delete(store: &dyn Storage, prefix: &str) {
         !visible(store).await.contains(&name),
         "deleted object still listed"
     );
+}
+
+/// Storing under a name that exists fails with [`ErrorKind::AlreadyExists`] and keeps the
+/// stored backup: when the name existed before the upload began, and when another writer
+/// committed it while this upload was under way (two runs in the same second).
+pub async fn a_backup_is_never_replaced(store: &dyn Storage, prefix: &str) {
+    let name = format!("{prefix}-same-second.tar.gz");
+    store.put(&name, source(1, 1000, false)).await.expect("put");
+    let err = store
+        .put(&name, source(2, 3000, false))
+        .await
+        .expect_err("a second put under the same name");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(
+        read_all(store, &name).await,
+        vec![0u8; 1000],
+        "the first one is kept"
+    );
+    store.delete(&name).await.expect("delete");
+
+    // The race: the slow upload saw no such name when it began.
+    let (release, wait) = tokio::sync::oneshot::channel::<()>();
+    let slow: ByteStream = Box::pin(
+        futures_util::stream::iter([Ok(Bytes::from(vec![7u8; 5000]))]).chain(
+            futures_util::stream::once(async move {
+                let _ = wait.await;
+                Ok(Bytes::from(vec![7u8; 5000]))
+            }),
+        ),
+    );
+    let racing = async {
+        // Let the slow upload begin first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let quick = store.put(&name, source(1, 2000, false)).await;
+        let _ = release.send(());
+        quick
+    };
+    let (slow, quick) = tokio::join!(store.put(&name, slow), racing);
+    quick.expect("the quick upload");
+    let err = slow.expect_err("the slow upload must not replace the quick one");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(
+        read_all(store, &name).await,
+        vec![0u8; 2000],
+        "the committed one is kept"
+    );
+    assert_eq!(visible(store).await, [name.clone()], "no partial left");
+    store.delete(&name).await.expect("delete");
 }
 
 /// A stream that ends in an error stores nothing: not under the final name, no visible

@@ -382,7 +382,8 @@ impl<'a> Session<'a> {
                 "files/upload_session/finish",
                 json!({
                     "cursor": {"session_id": self.id, "offset": self.offset},
-                    "commit": {"path": path, "mode": "overwrite", "autorename": false, "mute": true},
+                    // "add": an existing file is never replaced (a conflict).
+                    "commit": {"path": path, "mode": "add", "autorename": false, "mute": true},
                 }),
                 Bytes::new(),
             )
@@ -404,6 +405,8 @@ fn dbx(what: impl Into<String>, e: DbxError) -> StorageError {
         DbxError::Http(e) => super::error::kind_of_request(e),
         DbxError::Expired | DbxError::RateLimited(_) => ErrorKind::Transient,
         DbxError::Status { route, .. } if route.contains("oauth2") => ErrorKind::Denied,
+        // "path/not_found/", "path_lookup/not_found/": the summary names the case.
+        DbxError::Status { summary, .. } if summary.contains("/not_found") => ErrorKind::NotFound,
         DbxError::Status { status, .. } => super::error::kind_of_status(status.as_u16()),
     };
     StorageError::new(kind, what, e.to_string())
@@ -494,10 +497,12 @@ impl Storage for DropboxStorage {
             // The archive ended on a chunk boundary: close the session with an empty append.
             session.append(Bytes::new(), true).await.map_err(fail)?;
         }
-        let bytes = session
-            .finish(&path)
-            .await
-            .map_err(|e| dbx(format!("committing {location}"), e))?;
+        let bytes = session.finish(&path).await.map_err(|e| match e {
+            DbxError::Status { summary, .. } if summary.starts_with("path/conflict") => {
+                StorageError::exists(&location)
+            }
+            e => dbx(format!("committing {location}"), e),
+        })?;
         Ok(Stored { location, bytes })
     }
 

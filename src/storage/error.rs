@@ -18,6 +18,8 @@ pub enum ErrorKind {
     Transient,
     /// The archive stream ended with an error: the producer failed, nothing was committed.
     Incomplete,
+    /// A backup of that name is already stored: backups are never replaced.
+    AlreadyExists,
     /// Anything else (a full disk, a malformed answer, a refusal a retry will not change).
     Other,
 }
@@ -55,6 +57,17 @@ impl StorageError {
             ErrorKind::Incomplete,
             "the archive was not complete",
             source,
+        )
+    }
+
+    /// A backup named `location` is already stored; the new one was not put in its place.
+    pub fn exists(location: &str) -> Self {
+        Self::new(
+            ErrorKind::AlreadyExists,
+            format!("storing {location}"),
+            "a backup of that name already exists and backups are never replaced (two runs \
+             in the same second with the same BACKUP_FILENAME? add a finer time or a unique \
+             part to it)",
         )
     }
 
@@ -101,6 +114,7 @@ pub fn kind_of(e: &io::Error) -> ErrorKind {
     match e.kind() {
         K::NotFound => ErrorKind::NotFound,
         K::PermissionDenied => ErrorKind::Denied,
+        K::AlreadyExists => ErrorKind::AlreadyExists,
         K::ConnectionRefused
         | K::ConnectionReset
         | K::ConnectionAborted

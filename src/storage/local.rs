@@ -121,6 +121,10 @@ impl Storage for LocalStorage {
             partial::remove_stale(self, &entries).await;
         }
         let final_path = self.dir.join(name);
+        let location = final_path.display().to_string();
+        if final_path.symlink_metadata().is_ok() {
+            return Err(StorageError::exists(&location));
+        }
         let tmp_path = self.dir.join(partial::name(name));
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -141,10 +145,14 @@ impl Storage for LocalStorage {
         };
         let committed = async {
             let bytes = self.write_durably(&tmp_path, file, data).await?;
-            tokio::fs::rename(&tmp_path, &final_path)
+            let (from, to) = (tmp_path.clone(), final_path.clone());
+            tokio::task::spawn_blocking(move || rename_no_replace(&from, &to))
                 .await
-                .map_err(|e| {
-                    StorageError::io(format!("renaming to {}", final_path.display()), e)
+                .map_err(io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists => StorageError::exists(&location),
+                    _ => StorageError::io(format!("renaming to {location}"), e),
                 })?;
             Ok::<_, StorageError>(bytes)
         }
@@ -167,10 +175,7 @@ impl Storage for LocalStorage {
             .and_then(|r| r)
             .map_err(|e| StorageError::io(format!("syncing {}", self.dir.display()), e))?;
 
-        Ok(Stored {
-            location: final_path.display().to_string(),
-            bytes,
-        })
+        Ok(Stored { location, bytes })
     }
 
     async fn list(&self) -> Result<Vec<Entry>, StorageError> {
@@ -292,5 +297,20 @@ fn sync_range(file: &File, (offset, len): (u64, u64), flags: u32) -> io::Result<
             Ok(())
         }
         _ => Err(err),
+    }
+}
+/// Renames `from` to `to` unless `to` exists (then `AlreadyExists`), atomically:
+/// `renameat2(RENAME_NOREPLACE)`, or where the file system lacks it, a hard link (which
+/// refuses an existing name too) and the removal of the old name.
+fn rename_no_replace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -57,6 +57,10 @@ impl Storage for MemoryStorage {
     }
 
     async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
+        let location = format!("memory:{name}");
+        if self.objects.lock().expect("lock").contains_key(name) {
+            return Err(StorageError::exists(&location));
+        }
         let entries: Vec<Entry> = self.entries();
         partial::remove_stale(self, &entries).await;
         let temp = partial::name(name);
@@ -81,16 +85,21 @@ impl Storage for MemoryStorage {
             }
         }
         let bytes = buffer.len() as u64;
-        {
+        let committed = {
             let mut objects = self.objects.lock().expect("lock");
-            objects.remove(&temp);
-            objects.insert(name.to_owned(), (buffer.freeze(), jiff::Timestamp::now()));
+            let free = !objects.contains_key(name);
+            if free {
+                objects.remove(&temp);
+                objects.insert(name.to_owned(), (buffer.freeze(), jiff::Timestamp::now()));
+            }
+            free
+        };
+        if !committed {
+            staged.discard().await;
+            return Err(StorageError::exists(&location));
         }
         staged.keep();
-        Ok(Stored {
-            location: format!("memory:{name}"),
-            bytes,
-        })
+        Ok(Stored { location, bytes })
     }
 
     async fn list(&self) -> Result<Vec<Entry>, StorageError> {

@@ -16,7 +16,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::MultipartUpload;
 use object_store::path::Path;
 use object_store::{
-    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload,
 };
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
@@ -155,9 +156,8 @@ fn remote(what: impl Into<String>, e: object_store::Error) -> StorageError {
     let kind = match &e {
         E::NotFound { .. } => ErrorKind::NotFound,
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorKind::Denied,
-        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
-            ErrorKind::Other
-        }
+        E::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+        E::Precondition { .. } | E::NotModified { .. } => ErrorKind::Other,
         _ => kind_of_cause(&e),
     };
     StorageError::new(kind, what, crate::net::error_chain(&e))
@@ -192,6 +192,19 @@ fn status_in(text: &str) -> Option<u16> {
 }
 
 impl ObjectFolder {
+    /// Fails with `AlreadyExists` when `path` is stored. A look that fails (write-only
+    /// credentials may not read) does not stop the upload.
+    async fn refuse_existing(&self, path: &Path, location: &str) -> Result<(), StorageError> {
+        match self.store.head(path).await {
+            Ok(_) => Err(StorageError::exists(location)),
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => {
+                tracing::debug!("could not look for {location} before storing it: {e}");
+                Ok(())
+            }
+        }
+    }
+
     fn path(&self, name: &str) -> Path {
         if self.folder.is_empty() {
             Path::from(name)
@@ -214,6 +227,7 @@ impl Storage for ObjectFolder {
     async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
         let path = self.path(name);
         let location = self.location(name);
+        self.refuse_existing(&path, &location).await?;
         let mut attributes = self.attributes.clone();
         attributes.insert(Attribute::ContentType, content_type(name).into());
 
@@ -257,16 +271,28 @@ impl Storage for ObjectFolder {
         }
 
         let Some(mut multipart) = open else {
-            // Smaller than one part: a single request.
+            // Smaller than one part: a single request, after one more look.
+            self.refuse_existing(&path, &location).await?;
             let payload: PutPayload = part.into_iter().collect();
+            // Azure refuses to replace an existing blob by itself (If-None-Match: *); not
+            // every S3-compatible service accepts that header, so S3 relies on the look
+            // before the upload.
+            let mode = match self.backend {
+                super::Backend::Azure => PutMode::Create,
+                _ => PutMode::Overwrite,
+            };
             let opts = PutOptions {
                 attributes,
+                mode,
                 ..Default::default()
             };
             self.store
                 .put_opts(&path, payload, opts)
                 .await
-                .map_err(|e| remote(format!("uploading {location}"), e))?;
+                .map_err(|e| match e {
+                    object_store::Error::AlreadyExists { .. } => StorageError::exists(&location),
+                    e => remote(format!("uploading {location}"), e),
+                })?;
             return Ok(Stored {
                 location,
                 bytes: total,
@@ -277,6 +303,11 @@ impl Storage for ObjectFolder {
         }
         if let Err(e) = multipart.wait_below(1).await {
             return fail(Some(multipart), remote(format!("uploading {location}"), e)).await;
+        }
+        // The multipart API cannot refuse an existing name itself: look once more right
+        // before the commit (another writer may have stored it while this one uploaded).
+        if let Err(e) = self.refuse_existing(&path, &location).await {
+            return fail(Some(multipart), e).await;
         }
         let completed = multipart.upload.lock().await.complete().await;
         if let Err(e) = completed {

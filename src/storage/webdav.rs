@@ -272,15 +272,20 @@ impl WebDavStorage {
     }
 
     /// Deletes stale unfinished uploads (see [`partial`]).
-    async fn remove_stale_partials(&self) {
+    /// Before an upload: refuses a name already stored, removes stale partials.
+    async fn prepare(&self, name: &str, location: &str) -> Result<(), StorageError> {
         if let Ok(entries) = self.list_all().await {
             let files: Vec<Entry> = entries
                 .into_iter()
                 .filter(|(_, collection)| !collection)
                 .map(|(e, _)| e)
                 .collect();
+            if files.iter().any(|e| e.name == name) {
+                return Err(StorageError::exists(location));
+            }
             partial::remove_stale(self, &files).await;
         }
+        Ok(())
     }
 
     /// Whether `name` is in the folder with `size` bytes: tells whether a commit whose
@@ -488,11 +493,11 @@ impl Storage for WebDavStorage {
 
     async fn put(&self, name: &str, data: ByteStream) -> Result<Stored, StorageError> {
         self.ensure_folder().await?;
-        self.remove_stale_partials().await;
         let temp = partial::name(name);
         let temp_url = self.file_url(&temp);
         let final_url = self.file_url(name);
         let location = final_url.to_string();
+        self.prepare(name, &location).await?;
         let staged = self.staged(&temp, temp_url.clone());
 
         // The body is the archive stream itself; an error item in it aborts the request.
@@ -541,11 +546,18 @@ impl Storage for WebDavStorage {
                 || {
                     self.request(method("MOVE"), temp_url.clone())
                         .header("Destination", final_url.as_str())
-                        .header("Overwrite", "T")
+                        // A backup stored meanwhile by another writer is never replaced.
+                        .header("Overwrite", "F")
                 },
                 |s| s.is_success(),
             )
             .await;
+        if let Err(DavError::Status { status, .. }) = &moved
+            && *status == StatusCode::PRECONDITION_FAILED
+        {
+            staged.discard().await;
+            return Err(StorageError::exists(&location));
+        }
         if let Err(e) = moved {
             // The MOVE may have happened with its answer lost: look before failing.
             if self.holds(name, bytes).await {

@@ -342,3 +342,30 @@ fn stale_partials_are_removed_by_age_whoever_left_them_and_live_ones_are_kept() 
     );
     assert!(stderr(&out).contains("left unfinished by an interrupted run"));
 }
+
+#[test]
+fn a_second_run_with_the_same_name_fails_and_keeps_the_first_backup() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "first").unwrap();
+    let backup = || {
+        let mut cmd = s.backup();
+        cmd.env("BACKUP_FILENAME", "same-second.tar.gz");
+        run(&mut cmd)
+    };
+    let out = backup();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = fs::read(s.only_archive()).unwrap();
+    fs::write(s.src.join("f"), "second, longer").unwrap();
+    let out = backup();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("already exists and backups are never replaced"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read(s.only_archive()).unwrap(),
+        first,
+        "the first is kept"
+    );
+}

@@ -1,6 +1,8 @@
 //! The destination contract (`dunnage::storage::conformance`), run by every network
-//! destination against its real server on 127.0.0.1: put/list/get/delete, an incomplete
-//! archive stores nothing, a cancelled upload leaves nothing, missing objects are not found.
+//! destination against its real server on 127.0.0.1 (Dropbox against its fake, in
+//! dropbox.rs): put/list/get/delete, an incomplete
+//! archive stores nothing, a cancelled upload leaves nothing, missing objects are not found,
+//! a stored backup is never replaced.
 //! The in-memory and local destinations run the same suite in the unit tests.
 
 use std::process::Command;
@@ -11,7 +13,7 @@ use dunnage::storage::{self, Backend, conformance};
 
 /// Opens the one destination `configure` sets up (local storage is off: its folder does
 /// not exist) and runs the suite on it.
-fn conform(backend: Backend, configure: impl FnOnce(&mut Command)) {
+pub fn conform(backend: Backend, configure: impl FnOnce(&mut Command)) {
     let tmp = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("unused");
     cmd.env("BACKUP_ARCHIVE", tmp.path().join("no-local-folder"))

@@ -293,3 +293,12 @@ fn an_archive_ending_on_a_chunk_boundary_closes_the_session_with_an_empty_append
     let stored = fake.root.join("edge").join(&name);
     assert!(fs::read(&stored).unwrap() == fs::read(&local).unwrap());
 }
+
+#[test]
+fn dropbox_keeps_the_destination_contract() {
+    let root = tempfile::tempdir().unwrap();
+    let fake = Fake::start(root.path());
+    crate::conformance::conform(dunnage::storage::Backend::Dropbox, |cmd| {
+        fake.configure(cmd, "/conformance")
+    });
+}

@@ -188,11 +188,23 @@ class Handler(BaseHTTPRequestHandler):
         path = self.local(arg["commit"]["path"])
         if not os.path.isdir(os.path.dirname(path)):
             return self.error("path/not_found/")
+        # WriteMode: "add" (the default) never replaces a file with other content; with
+        # autorename false that is a conflict. Identical content is not a conflict.
+        mode = arg["commit"].get("mode", "add")
+        mode = mode.get(".tag") if isinstance(mode, dict) else mode
         tmp = path + ".fake-tmp"
-        with open(tmp, "wb") as f:
-            for d in data:
-                f.write(d)
-        os.replace(tmp, path)
+        with lock:
+            if mode == "add" and os.path.exists(path):
+                with open(path, "rb") as f:
+                    same = f.read() == b"".join(data)
+                if not same:
+                    if arg["commit"].get("autorename", False):
+                        return self.error("fake/autorename_not_supported/", 400)
+                    return self.error("path/conflict/file/")
+            with open(tmp, "wb") as f:
+                for d in data:
+                    f.write(d)
+            os.replace(tmp, path)
         return self.send(200, {"name": os.path.basename(path), "size": pos})
 
     def entries(self, folder):

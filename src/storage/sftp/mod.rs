@@ -451,15 +451,20 @@ impl SftpStorage {
     }
 
     /// Deletes stale unfinished uploads (see [`partial`]).
-    async fn remove_stale_partials(&self) {
+    /// Before an upload: refuses a name already stored, removes stale partials.
+    async fn prepare(&self, name: &str, location: &str) -> Result<(), StorageError> {
         if let Ok(entries) = self.list_all().await {
             let files: Vec<Entry> = entries
                 .into_iter()
                 .filter(|(_, regular)| *regular)
                 .map(|(e, _)| e)
                 .collect();
+            if files.iter().any(|e| e.name == name) {
+                return Err(StorageError::exists(location));
+            }
             partial::remove_stale(self, &files).await;
         }
+        Ok(())
     }
 }
 
@@ -472,10 +477,10 @@ impl Storage for SftpStorage {
     async fn put(&self, name: &str, mut data: ByteStream) -> Result<Stored, StorageError> {
         let connection = self.connection().await?;
         self.ensure_folder(&connection.sftp).await?;
-        self.remove_stale_partials().await;
+        let location = format!("{}/{name}", self.display().trim_end_matches('/'));
+        self.prepare(name, &location).await?;
         let temp = self.path(&partial::name(name));
         let target = self.path(name);
-        let location = format!("{}/{name}", self.display().trim_end_matches('/'));
         let io_err = |what: &str, e: &dyn fmt::Display| {
             StorageError::io(
                 format!("{what} {location}"),
@@ -525,24 +530,27 @@ impl Storage for SftpStorage {
                 return Err(e);
             }
         };
-        // SFTP's rename refuses an existing target; the name is new unless re-run.
-        if connection
-            .sftp
-            .try_exists(target.as_str())
-            .await
-            .unwrap_or(false)
-        {
-            let _ = connection.sftp.remove_file(target.as_str()).await;
-        }
+        // SFTP's rename (version 3) refuses an existing target: a backup that another
+        // writer committed meanwhile is never replaced.
         if let Err(e) = connection.sftp.rename(temp.as_str(), target.as_str()).await {
-            // The rename may have happened with its answer lost: look before failing.
-            let size = connection.sftp.metadata(target.as_str()).await.ok();
-            if size.and_then(|m| m.size) == Some(total) {
+            // Either the answer was lost (the upload is gone from its temporary name and
+            // stored), or the rename did not happen.
+            let moved = !connection
+                .sftp
+                .try_exists(temp.as_str())
+                .await
+                .unwrap_or(true);
+            let stored = connection.sftp.metadata(target.as_str()).await.ok();
+            if moved && stored.as_ref().and_then(|m| m.size) == Some(total) {
                 staged.keep();
                 return Ok(Stored {
                     location,
                     bytes: total,
                 });
+            }
+            if !moved && stored.is_some() {
+                staged.discard().await;
+                return Err(StorageError::exists(&location));
             }
             staged.discard().await;
             return Err(io_err("renaming the upload to", &e));
