@@ -119,7 +119,7 @@ pub async fn a_backup_is_never_replaced(store: &dyn Storage, prefix: &str) {
         vec![0u8; 2000],
         "the committed one is kept"
     );
-    assert_eq!(visible(store).await, [name.clone()], "no partial left");
+    assert_eq!(visible(store).await, vec![name.clone()], "no partial left");
     store.delete(&name).await.expect("delete");
 }
 
