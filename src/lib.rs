@@ -27,6 +27,7 @@ mod notify;
 mod pipeline;
 mod prune;
 mod report;
+mod resources;
 mod schedule;
 mod spool;
 mod stream;

@@ -21,6 +21,7 @@ use crate::filename::{self, FilenameTemplate};
 use crate::net::RetryPolicy;
 use crate::prune::Policy;
 use crate::registry::{self, Feature};
+use crate::resources;
 use crate::schedule::cron::CronSchedule;
 use crate::spool::SpoolMode;
 use crate::storage::{AzureConfig, Backend, DropboxConfig, S3Config, SftpConfig, WebDavConfig};
@@ -743,28 +744,50 @@ impl Parser<'_> {
         leeway
     }
 
+    /// Compressor workers set by `BACKUP_COMPRESSION_THREADS` (or the reference's
+    /// `GZIP_PARALLELISM` for gzip); 0 when neither is set.
+    fn explicit_threads(&mut self, gzip: bool) -> u32 {
+        let threads = self
+            .number("BACKUP_COMPRESSION_THREADS", 0..=256)
+            .unwrap_or(0);
+        let gzip_threads = self.number("GZIP_PARALLELISM", 0..=1024).unwrap_or(0);
+        match (threads, gzip_threads) {
+            (0, n) if gzip => n,
+            (n, 0) => n,
+            (n, g) if !gzip || n == g => n,
+            (n, g) => {
+                self.problem(
+                    "GZIP_PARALLELISM",
+                    &g.to_string(),
+                    format!("differs from BACKUP_COMPRESSION_THREADS={n}; set one of them"),
+                );
+                n
+            }
+        }
+    }
+
     fn codec(&mut self) -> Codec {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let kind = self.string("BACKUP_COMPRESSION");
-        let threads = match self.number("GZIP_PARALLELISM", 0..=1024) {
-            None | Some(0) => cores,
-            Some(n) => n,
+        // One per CPU the container may use, fewer when they would not fit in its memory.
+        let explicit = self.explicit_threads(kind == "gz");
+        let threads = |per_worker: u64| match explicit {
+            0 => resources::workers(resources::cpus(), resources::memory_limit(), per_worker),
+            n => n,
         };
         match kind.as_str() {
             "gz" => {
                 let level = self
                     .number("BACKUP_COMPRESSION_LEVEL", 1..=9)
                     .unwrap_or(DEFAULT_GZIP_LEVEL);
+                let threads = threads(Codec::gzip_worker_memory());
                 Codec::Gzip { level, threads }
             }
             "zst" => {
                 let level = self
                     .number("BACKUP_COMPRESSION_LEVEL", 1..=MAX_ZSTD_LEVEL)
                     .unwrap_or(DEFAULT_ZSTD_LEVEL);
-                Codec::Zstd {
-                    level,
-                    threads: cores,
-                }
+                let threads = threads(Codec::zstd_worker_memory(level));
+                Codec::Zstd { level, threads }
             }
             "none" => {
                 if let Some(raw) = self.optional("BACKUP_COMPRESSION_LEVEL") {
@@ -1018,7 +1041,12 @@ mod tests {
 
     #[test]
     fn gzip_parallelism_zero_means_all_cores() {
-        let cores = std::thread::available_parallelism().unwrap().get() as u32;
+        // All the CPUs this container may use, as many as fit in its memory limit.
+        let cores = resources::workers(
+            resources::cpus(),
+            resources::memory_limit(),
+            Codec::gzip_worker_memory(),
+        );
         for (value, want) in [("0", cores), ("3", 3)] {
             let c = config(&[("GZIP_PARALLELISM", value)]).unwrap();
             assert!(
@@ -1028,6 +1056,51 @@ mod tests {
         }
         let c = config(&[]).unwrap();
         assert!(matches!(c.codec, Codec::Gzip { threads, .. } if threads == cores));
+    }
+
+    #[test]
+    fn compressor_threads_can_be_set_for_both_codecs() {
+        for (pairs, want) in [
+            (
+                &[
+                    ("BACKUP_COMPRESSION", "zst"),
+                    ("BACKUP_COMPRESSION_THREADS", "3"),
+                ][..],
+                3,
+            ),
+            (&[("BACKUP_COMPRESSION_THREADS", "2")][..], 2),
+            (
+                &[
+                    ("BACKUP_COMPRESSION_THREADS", "4"),
+                    ("GZIP_PARALLELISM", "4"),
+                ][..],
+                4,
+            ),
+            // GZIP_PARALLELISM is gzip's only.
+            (
+                &[
+                    ("BACKUP_COMPRESSION", "zst"),
+                    ("GZIP_PARALLELISM", "1"),
+                    ("BACKUP_COMPRESSION_THREADS", "5"),
+                ][..],
+                5,
+            ),
+        ] {
+            let c = config(pairs).unwrap();
+            let threads = match c.codec {
+                Codec::Gzip { threads, .. } | Codec::Zstd { threads, .. } => threads,
+                Codec::None => 0,
+            };
+            assert_eq!(threads, want, "{pairs:?}");
+        }
+        let err = config(&[
+            ("BACKUP_COMPRESSION_THREADS", "4"),
+            ("GZIP_PARALLELISM", "2"),
+        ])
+        .unwrap_err();
+        assert_eq!(problem_vars(&err), ["GZIP_PARALLELISM"]);
+        let err = config(&[("BACKUP_COMPRESSION_THREADS", "many")]).unwrap_err();
+        assert_eq!(problem_vars(&err), ["BACKUP_COMPRESSION_THREADS"]);
     }
 
     #[test]

@@ -192,6 +192,34 @@ fn status_in(text: &str) -> Option<u16> {
 }
 
 impl ObjectFolder {
+    /// An archive smaller than one part, in one request after one more look. Azure also
+    /// refuses to replace an existing blob by itself (If-None-Match: *); not every
+    /// S3-compatible service accepts that header, so S3 relies on the look.
+    async fn put_single(
+        &self,
+        path: &Path,
+        part: Vec<Bytes>,
+        attributes: Attributes,
+        location: &str,
+    ) -> Result<(), StorageError> {
+        self.refuse_existing(path, location).await?;
+        let payload: PutPayload = part.into_iter().collect();
+        let mode = match self.backend {
+            super::Backend::Azure => PutMode::Create,
+            _ => PutMode::Overwrite,
+        };
+        let opts = PutOptions {
+            attributes,
+            mode,
+            ..Default::default()
+        };
+        match self.store.put_opts(path, payload, opts).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(StorageError::exists(location)),
+            Err(e) => Err(remote(format!("uploading {location}"), e)),
+        }
+    }
+
     /// Fails with `AlreadyExists` when `path` is stored. A look that fails (write-only
     /// credentials may not read) does not stop the upload.
     async fn refuse_existing(&self, path: &Path, location: &str) -> Result<(), StorageError> {
@@ -271,28 +299,8 @@ impl Storage for ObjectFolder {
         }
 
         let Some(mut multipart) = open else {
-            // Smaller than one part: a single request, after one more look.
-            self.refuse_existing(&path, &location).await?;
-            let payload: PutPayload = part.into_iter().collect();
-            // Azure refuses to replace an existing blob by itself (If-None-Match: *); not
-            // every S3-compatible service accepts that header, so S3 relies on the look
-            // before the upload.
-            let mode = match self.backend {
-                super::Backend::Azure => PutMode::Create,
-                _ => PutMode::Overwrite,
-            };
-            let opts = PutOptions {
-                attributes,
-                mode,
-                ..Default::default()
-            };
-            self.store
-                .put_opts(&path, payload, opts)
-                .await
-                .map_err(|e| match e {
-                    object_store::Error::AlreadyExists { .. } => StorageError::exists(&location),
-                    e => remote(format!("uploading {location}"), e),
-                })?;
+            // Smaller than one part: a single request.
+            self.put_single(&path, part, attributes, &location).await?;
             return Ok(Stored {
                 location,
                 bytes: total,

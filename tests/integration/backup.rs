@@ -369,3 +369,67 @@ fn a_second_run_with_the_same_name_fails_and_keeps_the_first_backup() {
         "the first is kept"
     );
 }
+
+/// A memory cgroup with `limit` bytes that a shell joins before running `program`; removed
+/// on drop. cgroup v1's memory controller (this host's) or v2.
+struct MemoryCgroup(std::path::PathBuf);
+
+impl MemoryCgroup {
+    fn new(limit: u64) -> Self {
+        let name = format!("dunnage-test-{}", std::process::id());
+        for (hierarchy, file) in [
+            ("/sys/fs/cgroup/memory", "memory.limit_in_bytes"),
+            ("/sys/fs/cgroup", "memory.max"),
+        ] {
+            let dir = Path::new(hierarchy).join(&name);
+            if fs::create_dir(&dir).is_ok() {
+                fs::write(dir.join(file), limit.to_string()).expect("setting the limit");
+                return Self(dir);
+            }
+        }
+        panic!("cannot create a memory cgroup (the tests run as root on cgroup v1 or v2)");
+    }
+
+    fn command(&self, template: &std::process::Command) -> std::process::Command {
+        let mut cmd = same_env(template, "sh");
+        cmd.arg("-c")
+            .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
+            .arg(&self.0)
+            .arg(template.get_program())
+            .args(template.get_args());
+        cmd
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn compressor_workers_fit_in_the_containers_memory_limit() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let mut template = s.backup();
+    template.env("BACKUP_COMPRESSION", "zst");
+    // 160 MiB: half of it, less 64 MiB for the rest, leaves room for one 10 MiB worker.
+    let cgroup = MemoryCgroup::new(160 << 20);
+    let out = run(&mut cgroup.command(&template));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(zst level 3, 1 threads)"),
+        "{}",
+        stderr(&out)
+    );
+    // Without a limit: one per CPU.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert!(cpus > 1, "this test needs a machine with 2 or more CPUs");
+    fs::remove_file(s.only_archive()).unwrap();
+    let out = run(&mut template);
+    assert!(
+        stderr(&out).contains(&format!("(zst level 3, {cpus} threads)")),
+        "{}",
+        stderr(&out)
+    );
+}
