@@ -25,6 +25,7 @@ mod filename;
 mod net;
 mod notify;
 mod pipeline;
+mod progress;
 mod prune;
 mod report;
 mod resources;

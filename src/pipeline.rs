@@ -7,10 +7,13 @@
 //! failed because every destination did.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::archive::{self, ArchiveError, ArchiveStats, Codec};
+use crate::progress::{self, Progress};
 use crate::spool;
 use crate::storage::{self, Backend, ErrorKind, LocalStorage, Storage, StorageError, Stored};
 use crate::stream::{self, ByteStream};
@@ -28,6 +31,8 @@ pub struct Job<'a> {
     pub archive_dir: &'a Path,
     /// `BACKUP_LATEST_SYMLINK`: the link updated when the local destination stored it.
     pub latest_symlink: Option<&'a str>,
+    /// `BACKUP_PROGRESS_INTERVAL`: how often a progress line is logged; `None` for never.
+    pub progress_interval: Option<std::time::Duration>,
 }
 
 /// What a pass produced: the archive's statistics and each destination's outcome, in the
@@ -77,11 +82,27 @@ pub async fn run(
         job.codec
     );
     let (writer, data) = stream::channel();
+    let progress = Arc::new(Progress::default());
+    let data: ByteStream = {
+        let progress = progress.clone();
+        Box::pin(data.inspect(move |item| {
+            if let Ok(chunk) = item {
+                progress.add_written(chunk.len() as u64);
+            }
+        }))
+    };
+    let _progress_lines = job.progress_interval.map(|interval| {
+        AbortOnDrop(tokio::spawn(progress::log_every(
+            progress.clone(),
+            interval,
+        )))
+    });
     let sources = vec![job.sources.to_path_buf()];
     let exclude = job.exclude.cloned();
     let codec = job.codec;
     let producer = tokio::task::spawn_blocking(move || {
-        let (writer, stats) = archive::write_archive(&sources, exclude.as_ref(), codec, writer)?;
+        let (writer, stats) =
+            archive::write_archive(&sources, exclude.as_ref(), codec, writer, progress)?;
         writer.finish().map_err(ArchiveError::Output)?;
         Ok::<_, ArchiveError>(stats)
     });
@@ -125,6 +146,15 @@ pub async fn run(
         archive,
         stored: outcomes,
     })
+}
+
+/// Stops a task when the run that started it ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The whole archive went to the spool first; containers restarted when the sources were

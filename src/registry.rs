@@ -131,6 +131,7 @@ pub static VARIABLES: &[VarSpec] = &[
     var("BACKUP_COMPRESSION_LEVEL", None, Archive),
     var("GZIP_PARALLELISM", Some("0"), Archive),
     var("BACKUP_COMPRESSION_THREADS", Some("0"), Archive),
+    var("BACKUP_PROGRESS_INTERVAL", Some("1m"), Archive),
     var(
         "BACKUP_FILENAME",
         Some("backup-%Y-%m-%dT%H-%M-%S.{{ .Extension }}"),

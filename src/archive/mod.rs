@@ -10,11 +10,14 @@ mod tarball;
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use compress::Codec;
 use compress::Compressor;
 use regex::bytes::Regex;
 use tarball::TarWalker;
+
+use crate::progress::Progress;
 
 /// Buffer between the tar records and the compressor, so 512-byte headers reach it in
 /// batches. File bodies larger than this pass through without a copy.
@@ -52,6 +55,7 @@ pub fn write_archive<W: Write + Send + 'static>(
     exclude: Option<&Regex>,
     codec: Codec,
     out: W,
+    progress: Arc<Progress>,
 ) -> Result<(W, ArchiveStats), ArchiveError> {
     for source in sources {
         if !source.exists() {
@@ -59,7 +63,7 @@ pub fn write_archive<W: Write + Send + 'static>(
         }
     }
     let mut compressor = Compressor::new(codec, out).map_err(ArchiveError::Output)?;
-    match write_tar(sources, exclude, &mut compressor) {
+    match write_tar(sources, exclude, &mut compressor, progress) {
         Ok(stats) => {
             let out = compressor.finish().map_err(ArchiveError::Output)?;
             Ok((out, stats))
@@ -75,8 +79,9 @@ fn write_tar<W: Write>(
     sources: &[PathBuf],
     exclude: Option<&Regex>,
     out: W,
+    progress: Arc<Progress>,
 ) -> Result<ArchiveStats, ArchiveError> {
-    let mut walker = TarWalker::new(BufWriter::with_capacity(WRITE_BUF, out), exclude);
+    let mut walker = TarWalker::new(BufWriter::with_capacity(WRITE_BUF, out), exclude, progress);
     for source in sources {
         walker.add_tree(Path::new(source))?;
     }

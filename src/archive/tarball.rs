@@ -18,12 +18,14 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::unistd::{Gid, Group, Uid, User};
 use regex::bytes::Regex;
 use tar::{EntryType, Header};
 
 use super::{ArchiveError, ArchiveStats};
+use crate::progress::Progress;
 
 /// Read size for file contents: large enough that per-call costs vanish, small enough to
 /// stay a fixed part of the memory budget.
@@ -39,10 +41,11 @@ pub(crate) struct TarWalker<'a, W: Write> {
     groups: HashMap<u32, Option<String>>,
     buf: Vec<u8>,
     pub(crate) stats: ArchiveStats,
+    progress: Arc<Progress>,
 }
 
 impl<'a, W: Write> TarWalker<'a, W> {
-    pub(crate) fn new(out: W, exclude: Option<&'a Regex>) -> Self {
+    pub(crate) fn new(out: W, exclude: Option<&'a Regex>, progress: Arc<Progress>) -> Self {
         Self {
             tar: tar::Builder::new(out),
             exclude,
@@ -51,6 +54,7 @@ impl<'a, W: Write> TarWalker<'a, W> {
             groups: HashMap::new(),
             buf: vec![0; READ_BUF],
             stats: ArchiveStats::default(),
+            progress,
         }
     }
 
@@ -114,7 +118,14 @@ impl<'a, W: Write> TarWalker<'a, W> {
                     });
                 }
             };
+            if entry.depth() == 1 && meta.is_dir() {
+                self.progress.set_folder(&path.to_string_lossy());
+            }
+            let before = self.stats.entries;
             self.add_entry(path, &meta)?;
+            if self.stats.entries > before {
+                self.progress.add_entry();
+            }
         }
         Ok(())
     }
@@ -284,6 +295,7 @@ impl<'a, W: Write> TarWalker<'a, W> {
             };
             out.write_all(&self.buf[..n]).map_err(BodyError::Write)?;
             copied += n as u64;
+            self.progress.add_read(n as u64);
         }
         let zeros = (size - copied) + (BLOCK - size % BLOCK) % BLOCK;
         write_zeros(out, zeros).map_err(BodyError::Write)?;

@@ -240,6 +240,7 @@ async fn archive_and_store(
         spool_dir: spool_dir(config, any_stopped, dests),
         archive_dir: &config.archive_dir,
         latest_symlink: config.latest_symlink.as_deref(),
+        progress_interval: config.progress_interval,
     };
     let (released, sources_read) = tokio::sync::oneshot::channel();
     let restart = async {

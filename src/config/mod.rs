@@ -143,6 +143,8 @@ pub struct Config {
     pub skip_prune: Vec<Backend>,
     /// `DOCKER_HOST`, the stop labels, `BACKUP_STOP_TIMEOUT`, `BACKUP_STATE_DIR`.
     pub docker: DockerConfig,
+    /// `BACKUP_PROGRESS_INTERVAL`: how often a running backup logs its progress.
+    pub progress_interval: Option<Duration>,
     /// `BACKUP_SPOOL`.
     pub spool: SpoolMode,
     /// `BACKUP_SPOOL_DIR`.
@@ -203,6 +205,8 @@ impl Config {
         let docker = p.docker();
         let spool = p.spool();
         let spool_dir = p.path("BACKUP_SPOOL_DIR");
+        let progress_interval =
+            Some(p.duration("BACKUP_PROGRESS_INTERVAL")).filter(|d| !d.is_zero());
         let retry = p.retry();
         let s3 = p.s3();
         let azure = p.azure();
@@ -233,6 +237,7 @@ impl Config {
                 retention,
                 skip_prune,
                 docker,
+                progress_interval,
                 spool,
                 spool_dir,
                 retry,

@@ -433,3 +433,29 @@ fn compressor_workers_fit_in_the_containers_memory_limit() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_long_run_logs_progress_at_a_steady_interval() {
+    let s = Setup::new();
+    fs::create_dir(s.src.join("big")).unwrap();
+    fs::write(s.src.join("big/data"), pseudo_random(64 << 20, 3)).unwrap();
+    let out = run(s
+        .backup()
+        .env("BACKUP_COMPRESSION", "zst")
+        .env("BACKUP_PROGRESS_INTERVAL", "10ms"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("progress: ")).collect();
+    assert!(!lines.is_empty(), "{log}");
+    let folder = s.src.join("big").display().to_string();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" read (") && l.contains(&format!("now in {folder}"))),
+        "{lines:?}"
+    );
+
+    fs::remove_file(s.only_archive()).unwrap();
+    let out = run(s.backup().env("BACKUP_PROGRESS_INTERVAL", "0"));
+    assert!(!stderr(&out).contains("progress: "), "0 turns it off");
+}

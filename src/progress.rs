@@ -1,0 +1,111 @@
+//! How far a running backup is: counters the archive stage and the destinations update as
+//! bytes pass, read by a steady progress line in the log (and later by the API's live view).
+//! Updating is a relaxed atomic add per buffer, nothing per byte.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::report::human_bytes;
+
+/// Live counters of one run.
+#[derive(Debug, Default)]
+pub struct Progress {
+    read: AtomicU64,
+    entries: AtomicU64,
+    written: AtomicU64,
+    /// The folder directly below the source root being read now.
+    folder: Mutex<String>,
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Bytes of file content read from the sources.
+    pub read: u64,
+    /// Archive entries written (files, folders, links).
+    pub entries: u64,
+    /// Archive bytes produced (compressed).
+    pub written: u64,
+    pub folder: String,
+}
+
+impl Progress {
+    pub fn add_read(&self, n: u64) {
+        self.read.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_entry(&self) {
+        self.entries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_written(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set_folder(&self, folder: &str) {
+        let mut current = self.folder.lock().expect("lock");
+        current.clear();
+        current.push_str(folder);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            read: self.read.load(Ordering::Relaxed),
+            entries: self.entries.load(Ordering::Relaxed),
+            written: self.written.load(Ordering::Relaxed),
+            folder: self.folder.lock().expect("lock").clone(),
+        }
+    }
+}
+
+/// The progress line: totals, the read rate since the last line, where the walk is.
+pub fn line(now: &Snapshot, before: &Snapshot, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    let rate = (now.read.saturating_sub(before.read) as f64 / secs) as u64;
+    let mut text = format!(
+        "progress: {} read ({}/s), {} entries, archive {} so far",
+        human_bytes(now.read),
+        human_bytes(rate),
+        now.entries,
+        human_bytes(now.written),
+    );
+    if !now.folder.is_empty() {
+        text.push_str(&format!(", now in {}", now.folder));
+    }
+    text
+}
+
+/// Logs a progress line every `interval` until dropped (the caller aborts it).
+pub async fn log_every(progress: Arc<Progress>, interval: Duration) {
+    let mut before = progress.snapshot();
+    let mut at = Instant::now();
+    loop {
+        tokio::time::sleep(interval).await;
+        let now = progress.snapshot();
+        tracing::info!("{}", line(&now, &before, at.elapsed()));
+        (before, at) = (now, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_has_totals_rate_and_folder() {
+        let p = Progress::default();
+        let before = p.snapshot();
+        p.add_read(300 << 20);
+        p.add_entry();
+        p.add_entry();
+        p.add_written(100 << 20);
+        p.set_folder("/backup/app_data");
+        let text = line(&p.snapshot(), &before, Duration::from_secs(10));
+        assert_eq!(
+            text,
+            "progress: 300.0 MiB read (30.0 MiB/s), 2 entries, archive 100.0 MiB so far, \
+             now in /backup/app_data"
+        );
+    }
+}
