@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::report::human_bytes;
-
 /// Live counters of one run.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -86,6 +84,21 @@ pub async fn log_every(progress: Arc<Progress>, interval: Duration) {
         tracing::info!("{}", line(&now, &before, at.elapsed()));
         (before, at) = (now, Instant::now());
     }
+}
+
+/// `531.2 MiB`, `140 B`: binary units, one decimal above bytes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]

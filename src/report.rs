@@ -10,6 +10,7 @@ use jiff::Zoned;
 use crate::archive::ArchiveStats;
 use crate::docker::Downtime;
 use crate::duration::format_duration;
+use crate::progress::human_bytes;
 use crate::prune::PruneReport;
 use crate::storage::{Backend, Stored};
 
@@ -208,21 +209,6 @@ impl RunStats {
         }
         line
     }
-}
-
-/// `531.2 MiB`, `140 B`: binary units, one decimal above bytes.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]
