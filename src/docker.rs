@@ -75,10 +75,14 @@ impl Phase {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    #[error("cannot reach the Docker engine at {host}: {source}")]
+    /// Rendered whole by `explain_connect` (not a `source`: the chain would repeat it).
+    #[error(
+        "cannot reach the Docker engine at {host}: {}",
+        explain_connect(host, cause)
+    )]
     Connect {
         host: String,
-        source: bollard::errors::Error,
+        cause: bollard::errors::Error,
     },
     #[error("{what}: {source}")]
     Api {
@@ -168,6 +172,56 @@ fn pass_on(
     }
 }
 
+/// The cause of a failed connection in one sentence where it is a common one (the socket's
+/// permissions, no socket, nothing listening), instead of the HTTP client's "client error".
+fn explain_connect(host: &str, source: &bollard::errors::Error) -> String {
+    let socket = host.strip_prefix("unix://").unwrap_or(host);
+    if let bollard::errors::Error::SocketNotFoundError(_) = source {
+        return format!(
+            "there is no socket at {socket}: mount the engine's socket there \
+             (-v /var/run/docker.sock:/var/run/docker.sock:ro) or fix DOCKER_HOST"
+        );
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            let uid = nix::unistd::getuid();
+            match io.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    let group = std::fs::metadata(socket)
+                        .map(|m| {
+                            format!(
+                                " (its group is gid {})",
+                                std::os::unix::fs::MetadataExt::gid(&m)
+                            )
+                        })
+                        .unwrap_or_default();
+                    return format!(
+                        "permission denied on the socket {socket}{group}: dunnage runs as uid \
+                         {uid}; run it as root, give it the socket's group (compose: \
+                         group_add), or point DOCKER_HOST at a socket proxy"
+                    );
+                }
+                std::io::ErrorKind::NotFound => {
+                    return format!(
+                        "there is no socket at {socket}: mount the engine's socket there \
+                         (-v /var/run/docker.sock:/var/run/docker.sock:ro) or fix DOCKER_HOST"
+                    );
+                }
+                std::io::ErrorKind::ConnectionRefused => {
+                    return format!(
+                        "nothing accepts connections at {host}: is the engine (or the socket \
+                         proxy) running? fix DOCKER_HOST otherwise"
+                    );
+                }
+                _ => {}
+            }
+        }
+        cause = c.source();
+    }
+    crate::net::error_chain(source)
+}
+
 impl Engine {
     /// Connects when `DOCKER_HOST` is set or the default socket exists; `Ok(None)` (Docker
     /// features off, said once in the log) when neither.
@@ -182,9 +236,9 @@ impl Engine {
                 return Ok(None);
             }
         };
-        let connect_err = |source| DockerError::Connect {
+        let connect_err = |cause| DockerError::Connect {
             host: host.clone(),
-            source,
+            cause,
         };
         // Older engines (Debian's 20.10 speaks API 1.41) reject a newer client version.
         let docker = Docker::connect_with_host(&host)

@@ -10,6 +10,20 @@ pub use retry::RetryPolicy;
 
 /// An error with its causes, `outer: cause: root cause`, leaving out causes the message
 /// already contains (HTTP clients often say only "error sending request" at the top).
+/// Whether an error chain says the server answered a TLS handshake with something else:
+/// `https` against a port that speaks plain HTTP (rustls: "corrupt message of type
+/// InvalidContentType"; others: "wrong version number", "not a TLS handshake").
+pub fn is_tls_mismatch(chain: &str) -> bool {
+    [
+        "InvalidContentType",
+        "wrong version number",
+        "not a TLS handshake",
+        "HandshakeFailure: http",
+    ]
+    .iter()
+    .any(|needle| chain.contains(needle))
+}
+
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

@@ -99,7 +99,7 @@ impl fmt::Display for DbxError {
 impl DbxError {
     fn transient(&self) -> bool {
         match self {
-            DbxError::Http(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+            DbxError::Http(e) => super::error::kind_of_request(e) == ErrorKind::Transient,
             DbxError::Expired | DbxError::RateLimited(_) => true,
             DbxError::Status { status, .. } => status.is_server_error(),
         }

@@ -144,6 +144,10 @@ pub fn kind_of_status(status: u16) -> ErrorKind {
 
 /// The kind of a failed HTTP exchange that got no status.
 pub fn kind_of_request(e: &reqwest::Error) -> ErrorKind {
+    // A retry does not make a plain-HTTP port speak TLS.
+    if crate::net::is_tls_mismatch(&crate::net::error_chain(e)) {
+        return ErrorKind::Other;
+    }
     if e.is_connect() || e.is_timeout() || e.is_request() || e.is_body() {
         ErrorKind::Transient
     } else if let Some(status) = e.status() {

@@ -160,7 +160,69 @@ fn remote(what: impl Into<String>, e: object_store::Error) -> StorageError {
         E::Precondition { .. } | E::NotModified { .. } => ErrorKind::Other,
         _ => kind_of_cause(&e),
     };
-    StorageError::new(kind, what, crate::net::error_chain(&e))
+    let chain = crate::net::error_chain(&e);
+    // A retry does not make a plain-HTTP port speak TLS.
+    let kind = match crate::net::is_tls_mismatch(&chain) {
+        true => ErrorKind::Other,
+        false => kind,
+    };
+    StorageError::new(kind, what, explain(&chain).unwrap_or(chain))
+}
+
+/// One sentence for the mistakes users make most, naming the variable to fix, instead of
+/// the client's chain with the server's XML answer in it. `None`: no known cause.
+fn explain(chain: &str) -> Option<String> {
+    if crate::net::is_tls_mismatch(chain) {
+        return Some(
+            "the server does not speak TLS on this port: if it is plain HTTP, set \
+             AWS_ENDPOINT_PROTO=http (S3) or an http:// AZURE_STORAGE_ENDPOINT (Azure)"
+                .into(),
+        );
+    }
+    let code = between(chain, "<Code>", "</Code>")?;
+    let sentence = match code {
+        "SignatureDoesNotMatch" => {
+            "the server refused the request signature: AWS_SECRET_ACCESS_KEY is not the \
+             secret key of AWS_ACCESS_KEY_ID"
+        }
+        "InvalidAccessKeyId" => "the server does not know the key AWS_ACCESS_KEY_ID",
+        "NoSuchBucket" => {
+            "the bucket does not exist: create it, or fix AWS_S3_BUCKET_NAME (or \
+             AWS_ENDPOINT if it is on another server)"
+        }
+        "AccessDenied" | "AllAccessDisabled" => {
+            "access denied: the key in AWS_ACCESS_KEY_ID may not do this in the bucket (a \
+             backup needs s3:PutObject, s3:GetObject, s3:ListBucket and s3:DeleteObject)"
+        }
+        "AuthorizationHeaderMalformed"
+        | "PermanentRedirect"
+        | "IllegalLocationConstraintException" => {
+            "the bucket is in another region: set AWS_REGION to the bucket's region"
+        }
+        "InvalidStorageClass" => "the server does not offer the AWS_STORAGE_CLASS set",
+        "AuthenticationFailed" => {
+            "Azure refused the credentials: check AZURE_STORAGE_PRIMARY_ACCOUNT_KEY (or the \
+             connection string or SAS token) and AZURE_STORAGE_ACCOUNT_NAME"
+        }
+        "ContainerNotFound" => {
+            "the container does not exist: create it, or fix AZURE_STORAGE_CONTAINER_NAME"
+        }
+        "AuthorizationFailure" | "AuthorizationPermissionMismatch" => {
+            "access denied: the credentials may not write to the container (the identity \
+             needs the Storage Blob Data Contributor role)"
+        }
+        _ => return None,
+    };
+    let detail = between(chain, "<Message>", "</Message>")
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    Some(format!("{sentence} (the server said {code}{detail})"))
+}
+
+/// The text between the first `start` and the following `end`.
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let (_, rest) = text.split_once(start)?;
+    Some(rest.split_once(end)?.0.trim())
 }
 
 /// The kind of the HTTP failure under an object-store error: the client's transport error

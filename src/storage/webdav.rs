@@ -87,12 +87,13 @@ impl DavError {
     /// Worth trying again: the connection failed or timed out, or the server is
     /// overloaded or broken for now.
     fn transient(&self) -> bool {
+        self.kind() == super::ErrorKind::Transient
+    }
+
+    fn kind(&self) -> super::ErrorKind {
         match self {
-            DavError::Http(e) => e.is_connect() || e.is_timeout() || e.is_request(),
-            DavError::Status { status, .. } => {
-                status.is_server_error() && *status != StatusCode::INSUFFICIENT_STORAGE
-                    || *status == StatusCode::TOO_MANY_REQUESTS
-            }
+            DavError::Http(e) => super::error::kind_of_request(e),
+            DavError::Status { status, .. } => super::error::kind_of_status(status.as_u16()),
         }
     }
 }
@@ -332,11 +333,16 @@ fn join(base: &Url, path: &str, folder: bool) -> Url {
 }
 
 fn dav(what: String, e: DavError) -> StorageError {
-    let kind = match &e {
-        DavError::Http(e) => super::error::kind_of_request(e),
-        DavError::Status { status, .. } => super::error::kind_of_status(status.as_u16()),
-    };
-    StorageError::new(kind, what, e.to_string())
+    let text = e.to_string();
+    if crate::net::is_tls_mismatch(&text) {
+        return StorageError::new(
+            super::ErrorKind::Other,
+            what,
+            "the server does not speak TLS on this port: if it is plain HTTP, WEBDAV_URL \
+             must start with http://",
+        );
+    }
+    StorageError::new(e.kind(), what, text)
 }
 
 /// Turns a response into an error unless its status is acceptable.

@@ -138,10 +138,47 @@ fn check_fails_without_sources_a_destination_or_a_reachable_docker() {
         "[default] sources: FAILED: ",
         "does not exist (BACKUP_SOURCES",
         "[default] Docker: FAILED: ",
+        "there is no socket at /nonexistent/docker.sock",
         "[default] destinations: FAILED: none: nothing is mounted at BACKUP_ARCHIVE=",
     ] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
+}
+
+#[test]
+fn docker_socket_problems_get_one_sentence() {
+    let s = Setup::new();
+    // Root-only and not listening: a user other than root is refused, root finds nobody.
+    let socket = s.tmp.path().join("docker.sock");
+    fs::write(&socket, "").unwrap();
+    fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let host = format!("unix://{}", socket.display());
+    let out = run(s.command(&["check"]).env("DOCKER_HOST", &host));
+    assert!(
+        stdout(&out).contains("nothing accepts connections at"),
+        "{}",
+        stdout(&out)
+    );
+    // As nobody (the folders it needs are open to all).
+    for dir in [s.tmp.path(), &s.src, &s.out] {
+        fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    }
+    let template = s.command(&["check"]);
+    let mut cmd = same_env(&template, "setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(template.get_program())
+        .arg("check")
+        .env("DOCKER_HOST", &host)
+        .env("BACKUP_STATE_DIR", s.tmp.path().join("nobody-state"));
+    let out = run(&mut cmd);
+    let text = stdout(&out);
+    assert!(
+        text.contains("permission denied on the socket")
+            && text.contains("dunnage runs as uid 65534"),
+        "{text}{}",
+        stderr(&out)
+    );
+    assert!(!text.contains("hyper"), "{text}");
 }
 
 #[test]
@@ -206,6 +243,8 @@ fn conf_d_schedules_run_alone_or_all_together() {
         .env("APP", "shop"));
     assert!(out.status.success());
     assert_eq!(s.archive_names(), ["files shop.tar"]);
+    // (A stored backup is never replaced: the next run would fail on this name.)
+    fs::remove_file(s.out.join("files shop.tar")).unwrap();
 
     let out = run(s.backup().env("APP", "shop"));
     assert!(out.status.success());
@@ -302,12 +341,12 @@ fn keep_rules_and_skip_backends_work_through_a_backup() {
     let out = run(s
         .backup()
         .env("BACKUP_COMPRESSION", "none")
-        .env("BACKUP_FILENAME", "backup-0.tar")
+        .env("BACKUP_FILENAME", "backup-00.tar")
         .env("BACKUP_RETENTION_KEEP_LAST", "3"));
     assert!(out.status.success());
     assert_eq!(
         s.archive_names(),
-        ["backup-0.tar", "backup-1.tar", "backup-2.tar"]
+        ["backup-0.tar", "backup-00.tar", "backup-1.tar"]
     );
 }
 

@@ -684,3 +684,49 @@ fn s3_buckets_with_object_lock_accept_single_and_multipart_uploads() {
         restore_and_compare(&s, &fetched);
     }
 }
+
+#[test]
+fn common_s3_mistakes_get_one_sentence_naming_the_variable() {
+    let _serial = serial();
+    let s3 = S3::from_env();
+    let bucket = s3.bucket();
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "wrong-secret-value-1234",
+            "AWS_SECRET_ACCESS_KEY",
+        ),
+        (
+            "AWS_ACCESS_KEY_ID",
+            "AKIAUNKNOWNKEY000000",
+            "AWS_ACCESS_KEY_ID",
+        ),
+        (
+            "AWS_S3_BUCKET_NAME",
+            "no-such-bucket-here",
+            "does not exist",
+        ),
+        ("AWS_ENDPOINT_PROTO", "https", "AWS_ENDPOINT_PROTO=http"),
+    ];
+    for (var, value, want) in cases {
+        let s = Setup::new();
+        fs::write(s.src.join("f"), "x").unwrap();
+        let mut cmd = s.backup();
+        s3.configure(&mut cmd, &bucket, "");
+        cmd.env(var, value).env("BACKUP_RETRY_TIMEOUT", "1s");
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(1), "{var}");
+        let err = stderr(&out);
+        let line = err
+            .lines()
+            .find(|l| l.contains("storing the archive in S3 failed"))
+            .unwrap_or_else(|| panic!("{var}: {err}"));
+        eprintln!("{var}: {line}");
+        assert!(line.contains(want), "{var}: want {want:?} in {line}");
+        assert!(
+            !line.contains("<?xml") && !line.contains("<Error>"),
+            "raw XML: {line}"
+        );
+        assert!(!line.contains("wrong-secret-value-1234"));
+    }
+}

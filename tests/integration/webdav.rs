@@ -248,3 +248,26 @@ fn check_writes_reads_and_deletes_on_both_servers() {
         assert!(dav.names(&folder).is_empty());
     }
 }
+
+#[test]
+fn https_against_a_plain_http_port_says_so_without_retrying() {
+    let dav = wsgidav();
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let mut cmd = s.backup();
+    dav.configure(&mut cmd, &unique("tls"));
+    cmd.env("WEBDAV_URL", dav.url.replace("http://", "https://"))
+        .env("BACKUP_RETRY_TIMEOUT", "30s");
+    let started = std::time::Instant::now();
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("does not speak TLS on this port") && err.contains("WEBDAV_URL"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "retried as if transient"
+    );
+}
