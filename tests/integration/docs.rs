@@ -63,3 +63,70 @@ fn secrets_are_marked_secret_in_the_docs() {
         );
     }
 }
+
+/// Every Markdown and YAML file under docs/ (how-tos and manifests included), with the
+/// README and the example compose file.
+fn doc_files() -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md"), root.join("compose.example.yml")];
+    files.extend(
+        walkdir::WalkDir::new(root.join("docs"))
+            .into_iter()
+            .map(|e| e.unwrap().into_path())
+            .filter(|p| p.extension().is_some_and(|x| x == "md" || x == "yaml")),
+    );
+    files
+}
+
+#[test]
+fn variables_in_examples_and_manifests_are_ones_the_loader_reads() {
+    let name = regex::Regex::new(r"\b([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)\b").unwrap();
+    // Misspellings the docs show on purpose, and names of other programs.
+    const EXAMPLES: &[&str] = &[
+        "BACKUP_RETENTON_DAYS",
+        "AWS_S3_BUCKET",
+        // Read by the AWS SDKs' container credentials, mentioned for comparison.
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ];
+    let mut unknown = Vec::new();
+    for file in doc_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for m in name.captures_iter(&text) {
+            let var = &m[1];
+            let base = var.strip_suffix("_FILE").unwrap_or(var);
+            if !dunnage::registry::OUR_PREFIXES.iter().any(|p| base.starts_with(p))
+                || base.starts_with("DUNNAGE_TEST")
+            {
+                continue;
+            }
+            let known = [var, base]
+                .iter()
+                .any(|n| dunnage::registry::spec(n).is_some());
+            if !known && !EXAMPLES.contains(&var) {
+                unknown.push(format!("{}: {var}", file.display()));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "names the loader does not read:\n{}",
+        unknown.join("\n")
+    );
+}
+
+#[test]
+fn relative_links_in_the_docs_lead_somewhere() {
+    let link = regex::Regex::new(r"\]\(([^)#:]+)(#[^)]*)?\)").unwrap();
+    for file in doc_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for m in link.captures_iter(&text) {
+            let target = file.parent().unwrap().join(&m[1]);
+            assert!(
+                target.exists(),
+                "{} links to {}, which does not exist",
+                file.display(),
+                &m[1]
+            );
+        }
+    }
+}
