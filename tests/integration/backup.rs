@@ -459,3 +459,166 @@ fn a_long_run_logs_progress_at_a_steady_interval() {
     let out = run(s.backup().env("BACKUP_PROGRESS_INTERVAL", "0"));
     assert!(!stderr(&out).contains("progress: "), "0 turns it off");
 }
+
+/// The model: every bad input stops the run before anything happens (exit 2), names
+/// the variable, never prints a secret, and neither stores nor prunes anything.
+#[test]
+fn bad_inputs_exit_2_naming_the_variable_and_nothing_is_stored_or_deleted() {
+    const SECRET: &str = "s3cr3t-value-Zq9";
+    let s3 = [
+        ("AWS_S3_BUCKET_NAME", "shop"),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+    ];
+    let sftp = [
+        ("SSH_HOST_NAME", "files.example.org"),
+        ("SSH_USER", "u"),
+        ("SSH_PASSWORD", SECRET),
+    ];
+    let azure = [
+        ("AZURE_STORAGE_ACCOUNT_NAME", "acme"),
+        ("AZURE_STORAGE_CONTAINER_NAME", "backups"),
+    ];
+    let not_a_key = std::env::temp_dir().join(format!("not-a-key-{}", std::process::id()));
+    fs::write(&not_a_key, "hello\n").unwrap();
+    let not_a_key = not_a_key.display().to_string();
+    let long_name = format!("{}.tar.gz", "x".repeat(240));
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![("AWS_STORAGE_CLASS", "GLACIAR")], "AWS_STORAGE_CLASS"),
+        (
+            vec![("AWS_S3_BUCKET_NAME", "Shop_Backups")],
+            "AWS_S3_BUCKET_NAME",
+        ),
+        (vec![("AWS_ENDPOINT", "127.0.0.1:99999")], "AWS_ENDPOINT"),
+        (
+            vec![(
+                "AWS_ENDPOINT_CA_CERT",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+            )],
+            "AWS_ENDPOINT_CA_CERT",
+        ),
+        (
+            azure
+                .iter()
+                .copied()
+                .chain([("AZURE_STORAGE_PRIMARY_ACCOUNT_KEY", "not base64!")])
+                .collect(),
+            "AZURE_STORAGE_PRIMARY_ACCOUNT_KEY",
+        ),
+        (
+            azure
+                .iter()
+                .copied()
+                .chain([
+                    ("AZURE_STORAGE_PRIMARY_ACCOUNT_KEY", "a2V5"),
+                    ("AZURE_STORAGE_ENDPOINT", "https://"),
+                ])
+                .collect(),
+            "AZURE_STORAGE_ENDPOINT",
+        ),
+        (
+            vec![
+                ("DROPBOX_REFRESH_TOKEN", SECRET),
+                ("DROPBOX_APP_KEY", "k"),
+                ("DROPBOX_APP_SECRET", "s"),
+                ("DROPBOX_OAUTH2_ENDPOINT", "http://127.0.0.1:9/"),
+                ("DROPBOX_ENDPOINT", "api.example.org/2"),
+            ],
+            "DROPBOX_ENDPOINT",
+        ),
+        (
+            sftp.iter()
+                .copied()
+                .chain([("SSH_IDENTITY_FILE", not_a_key.as_str())])
+                .collect(),
+            "SSH_IDENTITY_FILE",
+        ),
+        (
+            sftp.iter()
+                .copied()
+                .chain([("SSH_KNOWN_HOSTS", not_a_key.as_str())])
+                .collect(),
+            "SSH_KNOWN_HOSTS",
+        ),
+        (
+            vec![
+                ("SSH_HOST_NAME", "files example.org"),
+                ("SSH_USER", "u"),
+                ("SSH_PASSWORD", SECRET),
+            ],
+            "SSH_HOST_NAME",
+        ),
+        (
+            vec![("BACKUP_FILENAME", long_name.as_str())],
+            "BACKUP_FILENAME",
+        ),
+        (vec![("BACKUP_FILENAME", "a\tb.tar.gz")], "BACKUP_FILENAME"),
+        (
+            vec![("BACKUP_PRUNING_LEEWAY", "400d")],
+            "BACKUP_PRUNING_LEEWAY",
+        ),
+        (vec![("BACKUP_RETENTON_DAYS", "7")], "BACKUP_RETENTION_DAYS"),
+        (
+            vec![("backup_retention_days", "7")],
+            "BACKUP_RETENTION_DAYS",
+        ),
+        (
+            vec![
+                ("AWS_S3_BUCKETNAME", "shop"),
+                ("AWS_ACCESS_KEY_ID", "a"),
+                ("AWS_SECRET_ACCESS_KEY", SECRET),
+            ],
+            "AWS_S3_BUCKET_NAME",
+        ),
+        (
+            vec![("WEBDAV_USERNAME", "u"), ("WEBDAV_PASSWORD", SECRET)],
+            "WEBDAV_URL",
+        ),
+        (
+            vec![("BACKUP_CONF_DIR", "/no/such/conf.d")],
+            "BACKUP_CONF_DIR",
+        ),
+        (
+            vec![("BACKUP_COMPRESSION_THREADS", "-2")],
+            "BACKUP_COMPRESSION_THREADS",
+        ),
+    ];
+    for (pairs, var) in cases {
+        let s = Setup::new();
+        fs::write(s.src.join("f"), "x").unwrap();
+        // An old backup that a run with retention would delete.
+        let old = s.out.join("backup-2020-01-01T00-00-00.tar.gz");
+        fs::write(&old, "old").unwrap();
+        crate::common::set_mtime(&old, 1_577_836_800);
+        let mut cmd = s.backup();
+        // Should a case get through, it must not spend minutes retrying.
+        cmd.env("BACKUP_RETENTION_DAYS", "1")
+            .env("BACKUP_RETRY_TIMEOUT", "1s");
+        let uses_s3 = pairs
+            .iter()
+            .any(|(k, _)| k.starts_with("AWS_") && *k != "AWS_S3_BUCKETNAME");
+        if uses_s3 && !pairs.iter().any(|(k, _)| *k == "AWS_S3_BUCKET_NAME") {
+            cmd.envs(s3);
+        } else if uses_s3 {
+            cmd.envs(
+                s3.iter()
+                    .filter(|(k, _)| *k != "AWS_S3_BUCKET_NAME")
+                    .copied(),
+            );
+        }
+        cmd.envs(pairs.iter().copied());
+        let out = run(&mut cmd);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{pairs:?}: {err}");
+        assert!(err.contains(var), "{pairs:?}: {var} not named in {err}");
+        assert!(
+            !err.contains(SECRET),
+            "{pairs:?}: the secret is shown: {err}"
+        );
+        assert_eq!(
+            s.archive_names(),
+            ["backup-2020-01-01T00-00-00.tar.gz"],
+            "{pairs:?}: something was stored or deleted"
+        );
+    }
+}

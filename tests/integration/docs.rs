@@ -94,7 +94,9 @@ fn variables_in_examples_and_manifests_are_ones_the_loader_reads() {
         for m in name.captures_iter(&text) {
             let var = &m[1];
             let base = var.strip_suffix("_FILE").unwrap_or(var);
-            if !dunnage::registry::OUR_PREFIXES.iter().any(|p| base.starts_with(p))
+            if !dunnage::registry::OUR_PREFIXES
+                .iter()
+                .any(|p| base.starts_with(p))
                 || base.starts_with("DUNNAGE_TEST")
             {
                 continue;
