@@ -166,9 +166,11 @@ async fn locked(config: &Config, stats: &mut RunStats) -> Result<(), String> {
     let engine = Engine::connect(&config.docker)
         .await
         .map_err(|e| e.to_string())?;
+    // Named when the lock is held, not when the run began to wait for it: a run that
+    // waited behind another one started in the same second gets a name of its own.
     let name = config
         .filename
-        .render(&stats.started)
+        .render(&Zoned::now().with_time_zone(config.time_zone.clone()))
         .map_err(|e| format!("BACKUP_FILENAME: {e}"))?;
     let archive_path = config.archive_dir.join(&name).display().to_string();
     stats.archive_path = Some(archive_path.clone());

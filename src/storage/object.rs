@@ -208,8 +208,8 @@ fn explain(chain: &str) -> Option<String> {
             "the container does not exist: create it, or fix AZURE_STORAGE_CONTAINER_NAME"
         }
         "AuthorizationFailure" | "AuthorizationPermissionMismatch" => {
-            "access denied: the credentials may not write to the container (the identity \
-             needs the Storage Blob Data Contributor role)"
+            "Azure refused the request: a wrong AZURE_STORAGE_PRIMARY_ACCOUNT_KEY or SAS \
+             token, or an identity without the Storage Blob Data Contributor role"
         }
         _ => return None,
     };

@@ -83,7 +83,7 @@ impl Receiver {
 
     /// `dunnage backup` that notifies through this receiver.
     fn backup(&self, s: &Setup, urls: &str, level: &str) -> Command {
-        let mut cmd = s.backup();
+        let mut cmd = fresh(s);
         cmd.env("NOTIFICATION_URLS", urls)
             .env("NOTIFICATION_LEVEL", level)
             .env("NOTIFICATION_CA_CERT", env("DUNNAGE_TEST_TLS_CA"))
@@ -101,6 +101,19 @@ impl Drop for Receiver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `dunnage backup` storing under a name no other run of the test used: runs a test makes
+/// in the same second would otherwise meet an existing backup, which is never replaced.
+fn fresh(s: &Setup) -> Command {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut cmd = s.backup();
+    cmd.env(
+        "BACKUP_FILENAME",
+        format!("backup-%Y-%m-%dT%H-%M-%S-{n}.{{{{ .Extension }}}}"),
+    );
+    cmd
 }
 
 fn setup() -> Setup {
@@ -837,7 +850,7 @@ impl Drop for Mail {
 }
 
 fn mail_backup(s: &Setup, urls: &str) -> Command {
-    let mut cmd = s.backup();
+    let mut cmd = fresh(&s);
     cmd.env("NOTIFICATION_URLS", urls)
         .env("NOTIFICATION_LEVEL", "info")
         .env("NOTIFICATION_CA_CERT", env("DUNNAGE_TEST_TLS_CA"))
@@ -884,8 +897,7 @@ fn email_over_starttls_with_a_private_ca_and_auth() {
     assert!(data.contains("Destinations:"), "{data}");
 
     // The deprecated EMAIL_* variables reach the same server the same way.
-    let out = run(s
-        .backup()
+    let out = run(fresh(&s)
         .env("EMAIL_NOTIFICATION_RECIPIENT", "legacy@example.org")
         .env("EMAIL_SMTP_HOST", "127.0.0.1")
         .env("EMAIL_SMTP_PORT", mail.port.to_string())
@@ -954,8 +966,7 @@ fn refused_email_is_reported_and_the_backup_stands() {
     // Without the private CA the server's certificate is not trusted: nothing is sent,
     // least of all the password.
     let url = format!("smtp://backup:p%40ss%20word@{base}&to=ops@example.org");
-    let out = run(s
-        .backup()
+    let out = run(fresh(&s)
         .env("NOTIFICATION_URLS", &url)
         .env("NOTIFICATION_LEVEL", "info"));
     assert_eq!(out.status.code(), Some(0));
@@ -1022,8 +1033,7 @@ fn mqtt_reaches_the_broker_plain_and_over_tls_and_a_refusal_never_fails_the_back
         "mqtt://dunnage:mq%20pass@127.0.0.1:{plain}/{topic}/plain?qos=1&retained=yes,\
          mqtts://dunnage:mq%20pass@127.0.0.1:{tls}/{topic}/tls?qos=2&retained=yes"
     );
-    let out = run(s
-        .backup()
+    let out = run(fresh(&s)
         .env("NOTIFICATION_URLS", &urls)
         .env("NOTIFICATION_LEVEL", "info")
         .env("NOTIFICATION_CA_CERT", env("DUNNAGE_TEST_TLS_CA")));
@@ -1055,8 +1065,7 @@ fn mqtt_reaches_the_broker_plain_and_over_tls_and_a_refusal_never_fails_the_back
     }
 
     // A broker that refuses the login: the backup stands, the failure is logged.
-    let out = run(s
-        .backup()
+    let out = run(fresh(&s)
         .env(
             "NOTIFICATION_URLS",
             format!("mqtt://dunnage:wrong@127.0.0.1:{plain}/{topic}/x"),

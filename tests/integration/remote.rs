@@ -432,7 +432,8 @@ fn azure_wrong_key_fails_that_destination_only() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
-        err.contains("storing the archive in Azure failed") && err.contains("403"),
+        err.contains("storing the archive in Azure failed")
+            && err.contains("AZURE_STORAGE_PRIMARY_ACCOUNT_KEY"),
         "{err}"
     );
     assert!(!err.contains(&wrong));

@@ -93,6 +93,12 @@ fn the_scheduler_backs_up_prunes_shares_the_lock_and_stops_cleanly() {
     }
     let mut one_shot = s.backup();
     configure(&mut one_shot);
+    // Its own name: it gets the lock in the second the scheduled run it waited for began,
+    // and a stored backup is never replaced.
+    one_shot.env(
+        "BACKUP_FILENAME",
+        "backup-%Y%m%dT%H%M%S-manual.{{ .Extension }}",
+    );
     let out = run(&mut one_shot);
     assert!(out.status.success());
     assert!(

@@ -225,7 +225,8 @@ fn host_keys_are_checked_pinned_listed_or_trusted_on_first_use() {
         let mut cmd = s.backup();
         configure(&s, &mut cmd, &folder);
         cmd.env_remove("SSH_HOST_KEY_FINGERPRINT")
-            .env("SSH_KNOWN_HOSTS", file);
+            .env("SSH_KNOWN_HOSTS", file)
+            .env("BACKUP_FILENAME", format!("{}.tar.gz", unique("kh")));
         let out = run(&mut cmd);
         assert_eq!(
             out.status.code(),
