@@ -850,7 +850,7 @@ impl Drop for Mail {
 }
 
 fn mail_backup(s: &Setup, urls: &str) -> Command {
-    let mut cmd = fresh(&s);
+    let mut cmd = fresh(s);
     cmd.env("NOTIFICATION_URLS", urls)
         .env("NOTIFICATION_LEVEL", "info")
         .env("NOTIFICATION_CA_CERT", env("DUNNAGE_TEST_TLS_CA"))
