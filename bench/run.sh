@@ -36,6 +36,7 @@ command -v pigz >/dev/null || need+=(pigz)
 [ -x /usr/bin/time ] || need+=(time)
 command -v strace >/dev/null || need+=(strace)
 command -v zstd >/dev/null || need+=(zstd)
+command -v age >/dev/null || need+=(age)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
@@ -71,6 +72,9 @@ fi
 data_bytes=$(find "$data" -type f ! -name .complete -printf '%s\n' | awk '{s+=$1} END {printf "%.0f\n", s}')
 files=$(find "$data" -type f ! -name .complete | wc -l)
 echo "dataset: $data, $files files, $((data_bytes / 1048576)) MiB; $(nproc) cores; best of $reps runs"
+# One age key for both the baseline and dunnage.
+[ -f "$bench_dir/age-key.txt" ] || age-keygen -o "$bench_dir/age-key.txt" 2>/dev/null
+age_key=$(age-keygen -y "$bench_dir/age-key.txt")
 # Warm the page cache so every tool reads from memory (GNU tar skips reading for /dev/null).
 tar -cf - -C "$data" . | cat > /dev/null
 
@@ -108,6 +112,11 @@ all_tools() {
   run "tar|zstd -3 -T0" base.tar.zst bash -c "tar -cf - -C / '$rel' | zstd -3 -T0 -q -o '$out/base.tar.zst'"
   run "dunnage zst 3" dunnage.tar.zst "${dunnage[@]}" BACKUP_COMPRESSION=zst \
     BACKUP_COMPRESSION_LEVEL=3 BACKUP_FILENAME=dunnage.tar.zst "$bin" backup
+  run "tar|zstd|age" base.tar.zst.age bash -c "tar -cf - -C / '$rel' | zstd -3 -T0 -q -c | \
+    age -r '$age_key' > '$out/base.tar.zst.age'"
+  run "dunnage zst+age" dunnage.tar.zst.age "${dunnage[@]}" BACKUP_COMPRESSION=zst \
+    BACKUP_COMPRESSION_LEVEL=3 BACKUP_FILENAME=dunnage.tar.zst AGE_PUBLIC_KEYS="$age_key" \
+    "$bin" backup
   run "tar|pigz -6" base.tar.gz bash -c "tar -cf - -C / '$rel' | pigz -6 > '$out/base.tar.gz'"
   run "dunnage gz 6" dunnage.tar.gz "${dunnage[@]}" BACKUP_COMPRESSION=gz \
     BACKUP_COMPRESSION_LEVEL=6 BACKUP_FILENAME=dunnage.tar.gz "$bin" backup
@@ -127,10 +136,11 @@ for _ in $(seq "$reps"); do all_tools; done
 trace=1 all_tools
 
 printf '\n%-18s %9s %10s %8s %9s %16s\n' tool "MiB/s" "vs base" ratio "peak RSS" "written outside"
-names=("tar|zstd -3 -T0" "dunnage zst 3" "tar|pigz -6" "dunnage gz 6")
+names=("tar|zstd -3 -T0" "dunnage zst 3" "tar|zstd|age" "dunnage zst+age" "tar|pigz -6" "dunnage gz 6")
 [ -z "$s3" ] || names+=("tar|zstd|boto3 S3" "dunnage zst 3 S3")
 for name in "${names[@]}"; do
   case "$name" in
+    *age*) base="tar|zstd|age" ;;
     *zst*) base="tar|zstd -3 -T0" ;;
     *) base="tar|pigz -6" ;;
   esac

@@ -30,8 +30,13 @@ pub struct FilenameTemplate {
 }
 
 impl FilenameTemplate {
-    /// Fills in `{{ .Extension }}` and checks that the result renders to a plain file name.
-    pub fn new(raw: &str, extension: &'static str) -> Result<Self, FilenameError> {
+    /// Fills in `{{ .Extension }}`, appends `suffix` (`.age` for encrypted archives, as the
+    /// reference) and checks that the result renders to a plain file name.
+    pub fn new(
+        raw: &str,
+        extension: &'static str,
+        suffix: &'static str,
+    ) -> Result<Self, FilenameError> {
         let mut unknown = None;
         let pattern = ACTION.replace_all(raw, |caps: &regex::Captures<'_>| {
             if &caps[1] == ".Extension" {
@@ -45,7 +50,7 @@ impl FilenameTemplate {
             return Err(FilenameError::UnknownAction { action });
         }
         let template = Self {
-            pattern: pattern.into_owned(),
+            pattern: format!("{pattern}{suffix}"),
             extension,
         };
         // Render once now so a bad pattern is a configuration error, not a failed run.
@@ -110,7 +115,7 @@ mod tests {
 
     #[test]
     fn default_name_matches_the_reference() {
-        let t = FilenameTemplate::new(crate::config::DEFAULT_FILENAME, "tar.gz").unwrap();
+        let t = FilenameTemplate::new(crate::config::DEFAULT_FILENAME, "tar.gz", "").unwrap();
         let name = t.render(&at("2026-11-22T09:05:07", "UTC")).unwrap();
         assert_eq!(name, "backup-2026-11-22T09-05-07.tar.gz");
     }
@@ -123,7 +128,7 @@ mod tests {
             "x.{{- .Extension -}}",
             "x.{{  .Extension  }}",
         ] {
-            let t = FilenameTemplate::new(raw, "tar.zst").unwrap();
+            let t = FilenameTemplate::new(raw, "tar.zst", "").unwrap();
             assert_eq!(
                 t.render(&at("2026-01-01T00:00:00", "UTC")).unwrap(),
                 "x.tar.zst"
@@ -133,7 +138,7 @@ mod tests {
 
     #[test]
     fn time_is_rendered_in_the_runs_zone() {
-        let t = FilenameTemplate::new("%Y%m%d-%H%M%z.tar", "tar").unwrap();
+        let t = FilenameTemplate::new("%Y%m%d-%H%M%z.tar", "tar", "").unwrap();
         let berlin = at("2026-07-01T23:30:00", "Europe/Berlin");
         assert_eq!(t.render(&berlin).unwrap(), "20260701-2330+0200.tar");
         let ny = berlin.with_time_zone(jiff::tz::TimeZone::get("America/New_York").unwrap());
@@ -142,28 +147,28 @@ mod tests {
 
     #[test]
     fn bad_templates_are_rejected_with_the_reason() {
-        let e = FilenameTemplate::new("x.{{ .Ext }}", "tar").unwrap_err();
+        let e = FilenameTemplate::new("x.{{ .Ext }}", "tar", "").unwrap_err();
         assert!(e.to_string().contains("{{ .Ext }}"), "{e}");
         assert!(matches!(
-            FilenameTemplate::new("x-%i.tar", "tar"),
+            FilenameTemplate::new("x-%i.tar", "tar", ""),
             Err(FilenameError::Strftime(_))
         ));
         assert!(matches!(
-            FilenameTemplate::new("dir/x.tar", "tar"),
+            FilenameTemplate::new("dir/x.tar", "tar", ""),
             Err(FilenameError::NotPlain(_))
         ));
         assert!(matches!(
-            FilenameTemplate::new("100%%", "tar").and_then(|t| t.render(&at(
+            FilenameTemplate::new("100%%", "tar", "").and_then(|t| t.render(&at(
                 "2026-01-01T00:00:00",
                 "UTC"
             ))),
             Ok(ref n) if n == "100%"
         ));
-        assert!(FilenameTemplate::new(".hidden.tar", "tar").is_err());
+        assert!(FilenameTemplate::new(".hidden.tar", "tar", "").is_err());
         assert!(matches!(
-            FilenameTemplate::new("50%", "tar"),
+            FilenameTemplate::new("50%", "tar", ""),
             Err(FilenameError::Strftime(_))
         ));
-        assert!(FilenameTemplate::new("", "tar").is_err());
+        assert!(FilenameTemplate::new("", "tar", "").is_err());
     }
 }

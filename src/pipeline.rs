@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
-use crate::archive::{self, ArchiveError, ArchiveStats, Codec};
+use crate::archive::{self, ArchiveError, ArchiveStats, Codec, Encryption};
 use crate::progress::{self, Progress};
 use crate::spool;
 use crate::storage::{self, Backend, ErrorKind, LocalStorage, Storage, StorageError, Stored};
@@ -23,6 +23,7 @@ pub struct Job<'a> {
     pub sources: &'a Path,
     pub exclude: Option<&'a regex::bytes::Regex>,
     pub codec: Codec,
+    pub encryption: &'a Encryption,
     /// The archive's name in every destination.
     pub name: &'a str,
     /// Where to spool the archive first (`BACKUP_SPOOL`), if at all.
@@ -71,7 +72,7 @@ pub async fn run(
         return Err(PipelineError::NoDestination(job.archive_dir.to_path_buf()));
     }
     tracing::info!(
-        "backing up {} as {} to {} ({})",
+        "backing up {} as {} to {} ({}{})",
         job.sources.display(),
         job.name,
         destinations
@@ -79,7 +80,11 @@ pub async fn run(
             .map(|d| d.backend().name())
             .collect::<Vec<_>>()
             .join(", "),
-        job.codec
+        job.codec,
+        match job.encryption {
+            Encryption::None => String::new(),
+            e => format!(", encrypted with {e}"),
+        }
     );
     let (writer, data) = stream::channel();
     let progress = Arc::new(Progress::default());
@@ -100,9 +105,16 @@ pub async fn run(
     let sources = vec![job.sources.to_path_buf()];
     let exclude = job.exclude.cloned();
     let codec = job.codec;
+    let encryption = job.encryption.clone();
     let producer = tokio::task::spawn_blocking(move || {
-        let (writer, stats) =
-            archive::write_archive(&sources, exclude.as_ref(), codec, writer, progress)?;
+        let (writer, stats) = archive::write_archive(
+            &sources,
+            exclude.as_ref(),
+            codec,
+            &encryption,
+            writer,
+            progress,
+        )?;
         writer.finish().map_err(ArchiveError::Output)?;
         Ok::<_, ArchiveError>(stats)
     });

@@ -20,6 +20,7 @@ pub enum Feature {
     Dropbox,
     GoogleDrive,
     Encryption,
+    Age,
     Notifications,
     HealthCheck,
 }
@@ -44,6 +45,7 @@ impl Feature {
                 | Feature::Dropbox
                 | Feature::HealthCheck
                 | Feature::Notifications
+                | Feature::Age
         )
     }
 
@@ -61,7 +63,8 @@ impl Feature {
             Feature::Sftp => "the SFTP destination",
             Feature::Dropbox => "the Dropbox destination",
             Feature::GoogleDrive => "the Google Drive destination",
-            Feature::Encryption => "encryption",
+            Feature::Encryption => "OpenPGP encryption (GPG_*)",
+            Feature::Age => "age encryption",
             Feature::Notifications => "notifications",
             Feature::HealthCheck => "health pings",
         }
@@ -238,8 +241,8 @@ pub static VARIABLES: &[VarSpec] = &[
     // Encryption
     key(secret("GPG_PASSPHRASE", Encryption)),
     key(var("GPG_PUBLIC_KEY_RING", None, Encryption)),
-    key(secret("AGE_PASSPHRASE", Encryption)),
-    key(var("AGE_PUBLIC_KEYS", None, Encryption)),
+    key(secret("AGE_PASSPHRASE", Age)),
+    key(var("AGE_PUBLIC_KEYS", None, Age)),
     // Notifications
     key(secret("NOTIFICATION_URLS", Notifications)),
     var("NOTIFICATION_LEVEL", Some("error"), Notifications),

@@ -6,6 +6,7 @@
 //! on the data size).
 
 mod compress;
+mod encrypt;
 mod tarball;
 
 use std::io::{self, BufWriter, Write};
@@ -14,6 +15,8 @@ use std::sync::Arc;
 
 pub use compress::Codec;
 use compress::Compressor;
+use encrypt::Encryptor;
+pub use encrypt::{Encryption, age_recipient};
 use regex::bytes::Regex;
 use tarball::TarWalker;
 
@@ -54,6 +57,7 @@ pub fn write_archive<W: Write + Send + 'static>(
     sources: &[PathBuf],
     exclude: Option<&Regex>,
     codec: Codec,
+    encryption: &Encryption,
     out: W,
     progress: Arc<Progress>,
 ) -> Result<(W, ArchiveStats), ArchiveError> {
@@ -62,10 +66,13 @@ pub fn write_archive<W: Write + Send + 'static>(
             return Err(ArchiveError::SourceMissing(source.clone()));
         }
     }
-    let mut compressor = Compressor::new(codec, out).map_err(ArchiveError::Output)?;
+    let encryptor = Encryptor::new(encryption, out).map_err(ArchiveError::Output)?;
+    let mut compressor = Compressor::new(codec, encryptor).map_err(ArchiveError::Output)?;
     match write_tar(sources, exclude, &mut compressor, progress) {
         Ok(stats) => {
-            let out = compressor.finish().map_err(ArchiveError::Output)?;
+            // Compressor, then encryptor: only when both finished is the archive whole.
+            let encryptor = compressor.finish().map_err(ArchiveError::Output)?;
+            let out = encryptor.finish().map_err(ArchiveError::Output)?;
             Ok((out, stats))
         }
         Err(e) => {

@@ -238,6 +238,7 @@ async fn archive_and_store(
         sources: &config.sources,
         exclude: config.exclude.as_ref(),
         codec: config.codec,
+        encryption: &config.encryption,
         name,
         spool_dir: spool_dir(config, any_stopped, dests),
         archive_dir: &config.archive_dir,

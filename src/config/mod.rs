@@ -5,6 +5,7 @@
 //! first bad value: every problem is collected and reported at once in a [`ConfigError`],
 //! each naming the variable, its value (redacted when secret) and what is allowed.
 
+mod encryption;
 mod notifications;
 mod remote;
 mod vars;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use jiff::tz::TimeZone;
 
-use crate::archive::Codec;
+use crate::archive::{Codec, Encryption};
 use crate::docker::DockerConfig;
 use crate::filename::{self, FilenameTemplate};
 use crate::net::RetryPolicy;
@@ -143,6 +144,8 @@ pub struct Config {
     pub skip_prune: Vec<Backend>,
     /// `DOCKER_HOST`, the stop labels, `BACKUP_STOP_TIMEOUT`, `BACKUP_STATE_DIR`.
     pub docker: DockerConfig,
+    /// `AGE_*` (and later `GPG_*`): how archives are encrypted.
+    pub encryption: Encryption,
     /// `BACKUP_PROGRESS_INTERVAL`: how often a running backup logs its progress.
     pub progress_interval: Option<Duration>,
     /// `BACKUP_SPOOL`.
@@ -196,7 +199,8 @@ impl Config {
         p.deprecated_snapshot();
         let time_zone = p.time_zone();
 
-        let filename = p.filename(expand, codec.extension());
+        let encryption = p.encryption();
+        let filename = p.filename(expand, codec.extension(), encryption.suffix());
         let exclude = p.exclude();
         let latest_symlink = p.latest_symlink(expand);
 
@@ -237,6 +241,7 @@ impl Config {
                 retention,
                 skip_prune,
                 docker,
+                encryption,
                 progress_interval,
                 spool,
                 spool_dir,
@@ -475,7 +480,8 @@ pub fn preview_filename(vars: &Vars) -> Option<String> {
     let codec = p.codec();
     let expand = p.bool("BACKUP_FILENAME_EXPAND");
     let zone = p.time_zone();
-    let template = p.filename(expand, codec.extension())?;
+    let suffix = p.encryption().suffix();
+    let template = p.filename(expand, codec.extension(), suffix)?;
     if !p.problems.is_empty() {
         return None;
     }
@@ -839,10 +845,15 @@ impl Parser<'_> {
         }
     }
 
-    fn filename(&mut self, expand: bool, extension: &'static str) -> Option<FilenameTemplate> {
+    fn filename(
+        &mut self,
+        expand: bool,
+        extension: &'static str,
+        suffix: &'static str,
+    ) -> Option<FilenameTemplate> {
         let raw = self.string("BACKUP_FILENAME");
         let raw = self.expanded(raw, expand);
-        FilenameTemplate::new(&raw, extension)
+        FilenameTemplate::new(&raw, extension, suffix)
             .map_err(|e| self.problem("BACKUP_FILENAME", &raw, e.to_string()))
             .ok()
     }
@@ -1302,13 +1313,16 @@ mod tests {
     fn unavailable_destinations_and_encryption_are_refused() {
         let err = config(&[
             ("GOOGLE_DRIVE_CREDENTIALS_JSON", "{}"),
-            ("AGE_PUBLIC_KEYS", "age1xyz"),
+            (
+                "GPG_PUBLIC_KEY_RING",
+                "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+            ),
             ("GOOGLE_DRIVE_FOLDER_ID", "x"),
         ])
         .unwrap_err();
         assert_eq!(
             problem_vars(&err),
-            ["GOOGLE_DRIVE_CREDENTIALS_JSON", "AGE_PUBLIC_KEYS"]
+            ["GOOGLE_DRIVE_CREDENTIALS_JSON", "GPG_PUBLIC_KEY_RING"]
         );
         assert!(err.to_string().contains("would not be encrypted"), "{err}");
         let c = config(&[

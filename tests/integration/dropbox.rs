@@ -11,14 +11,14 @@ use std::time::Duration;
 use crate::common::remote::{Proxy, names_in, restore_and_compare, stdout};
 use crate::common::*;
 
-struct Fake {
+pub(crate) struct Fake {
     child: Child,
     port: u16,
     root: PathBuf,
 }
 
 impl Fake {
-    fn start(root: &Path) -> Fake {
+    pub(crate) fn start(root: &Path) -> Fake {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
@@ -67,7 +67,7 @@ impl Fake {
         names_in(&self.root.join(folder))
     }
 
-    fn configure(&self, cmd: &mut Command, folder: &str) {
+    pub(crate) fn configure(&self, cmd: &mut Command, folder: &str) {
         let url = format!("http://127.0.0.1:{}/", self.port);
         cmd.env("DROPBOX_APP_KEY", "fake-app-key")
             .env("DROPBOX_APP_SECRET", "fake-app-secret")

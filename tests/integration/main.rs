@@ -11,6 +11,7 @@ mod conformance;
 mod docker;
 mod docs;
 mod dropbox;
+mod encryption;
 mod faults;
 mod health;
 mod image;

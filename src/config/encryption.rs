@@ -1,0 +1,101 @@
+//! `AGE_*`: how archives are encrypted. Fail closed: a key that does not parse, no key at
+//! all, or two methods is an invalid configuration; never a plain backup when encryption
+//! was asked for. (`GPG_*` are refused by the registry until OpenPGP is implemented.)
+
+use super::Parser;
+use crate::archive::{Encryption, age_recipient};
+
+impl Parser<'_> {
+    pub(super) fn encryption(&mut self) -> Encryption {
+        let passphrase = self.optional("AGE_PASSPHRASE");
+        let keys = self.optional("AGE_PUBLIC_KEYS");
+        match (passphrase, keys) {
+            (None, None) => Encryption::None,
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "AGE_PUBLIC_KEYS",
+                    "",
+                    "AGE_PASSPHRASE is set too: an archive is encrypted one way; set one of them",
+                );
+                Encryption::None
+            }
+            (Some(passphrase), None) => Encryption::AgePassphrase(passphrase),
+            (None, Some(raw)) => {
+                let keys: Vec<String> = raw
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if keys.is_empty() {
+                    self.problem("AGE_PUBLIC_KEYS", &raw, "lists no key");
+                }
+                for (i, key) in keys.iter().enumerate() {
+                    if let Err(why) = age_recipient(key) {
+                        let shown: String = key.chars().take(24).collect();
+                        self.problem(
+                            "AGE_PUBLIC_KEYS",
+                            &raw,
+                            format!("key {} ({shown}...): {why}", i + 1),
+                        );
+                    }
+                }
+                Encryption::AgeRecipients(keys)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::archive::Encryption;
+    use crate::config::{Config, ConfigError, Vars};
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars("default", &Vars::from_pairs(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn age_settings_fail_closed() {
+        let key = age::x25519::Identity::generate().to_public().to_string();
+        let ssh =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICv6LUDx3groZ0BmY2ew+M8mopwTCPRZaK6NMBwuWHls";
+        let c = config(&[("AGE_PUBLIC_KEYS", &format!("{key}, {ssh}"))]).unwrap();
+        assert_eq!(
+            c.encryption,
+            Encryption::AgeRecipients(vec![key.clone(), ssh.into()])
+        );
+        assert!(
+            c.filename
+                .render(&jiff::Zoned::now())
+                .unwrap()
+                .ends_with(".tar.gz.age")
+        );
+        let c = config(&[("AGE_PASSPHRASE", "correct horse")]).unwrap();
+        assert_eq!(
+            c.encryption,
+            Encryption::AgePassphrase("correct horse".into())
+        );
+
+        for (pairs, want) in [
+            (
+                vec![("AGE_PUBLIC_KEYS", "age1notakey")],
+                "key 1 (age1notakey...)",
+            ),
+            (vec![("AGE_PUBLIC_KEYS", "pgp:ABCDEF")], "expected an age1"),
+            (vec![("AGE_PUBLIC_KEYS", " , ")], "lists no key"),
+            (
+                vec![
+                    ("AGE_PUBLIC_KEYS", key.as_str()),
+                    ("AGE_PASSPHRASE", "s3cr3t"),
+                ],
+                "set one of them",
+            ),
+            (vec![("GPG_PASSPHRASE", "s3cr3t")], "would not be encrypted"),
+        ] {
+            let err = config(&pairs).unwrap_err().to_string();
+            assert!(err.contains(want), "{pairs:?}: {err}");
+            assert!(!err.contains("s3cr3t"), "{err}");
+        }
+    }
+}

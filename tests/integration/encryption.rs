@@ -1,0 +1,221 @@
+//! Encrypted archives, decrypted with the real tools (Debian's `age` 1.1), then extracted
+//! with the system `tar` and compared with the source byte for byte.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+
+/// Decrypts `archive` with `age -d` and the given extra arguments into `archive` minus `.age`.
+fn age_decrypt(archive: &Path, args: &[&str]) -> PathBuf {
+    let plain = archive.with_extension("");
+    let out = Command::new("age")
+        .arg("-d")
+        .args(args)
+        .arg("-o")
+        .arg(&plain)
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "age -d failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    plain
+}
+
+fn keygen(dir: &Path) -> (PathBuf, String) {
+    let identity = dir.join("age-identity.txt");
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // age-keygen prints "Public key: age1..." on stderr.
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let public = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Public key: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    (identity, public)
+}
+
+#[test]
+fn age_recipients_x25519_and_ssh_ed25519_both_decrypt_with_the_age_tool() {
+    let s = Setup::new();
+    build_rich_tree(&s.src);
+    let (identity, public) = keygen(s.tmp.path());
+    let ssh_key = s.tmp.path().join("id_ed25519");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&ssh_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let ssh_public = fs::read_to_string(ssh_key.with_extension("pub")).unwrap();
+    let out = run(s
+        .backup()
+        .env("BACKUP_COMPRESSION", "zst")
+        .env("AGE_PUBLIC_KEYS", format!("{public},{}", ssh_public.trim())));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("encrypted with age, 2 recipient(s)"));
+    let archive = s.only_archive();
+    assert!(
+        archive.to_string_lossy().ends_with(".tar.zst.age"),
+        "{archive:?}"
+    );
+    let bytes = fs::read(&archive).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1\n"));
+    assert!(
+        !bytes.windows(8).any(|w| w == b"app_data"),
+        "a file name is readable in the encrypted archive"
+    );
+
+    for (n, args) in [
+        ("x25519", vec!["-i", identity.to_str().unwrap()]),
+        ("ssh", vec!["-i", ssh_key.to_str().unwrap()]),
+    ] {
+        let plain = age_decrypt(&archive, &args);
+        let dest = s.tmp.path().join(format!("restore-{n}"));
+        extract(&plain, &dest);
+        assert_same_tree(&s.src, &dest, &[]);
+        fs::remove_file(plain).unwrap();
+    }
+}
+
+#[test]
+fn an_age_passphrase_decrypts_at_the_age_tools_prompt() {
+    let s = Setup::new();
+    fs::write(s.src.join("data.txt"), "payload").unwrap();
+    const PASSPHRASE: &str = "correct horse battery staple";
+    let out = run(s.backup().env("AGE_PASSPHRASE", PASSPHRASE));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(PASSPHRASE));
+    let archive = s.only_archive();
+    assert!(archive.to_string_lossy().ends_with(".tar.gz.age"));
+    // The scrypt stanza with the reference's work factor (2^18).
+    let header = String::from_utf8_lossy(&fs::read(&archive).unwrap()[..200]).into_owned();
+    assert!(
+        header.contains("-> scrypt ") && header.contains(" 18\n"),
+        "{header}"
+    );
+
+    // age reads a passphrase only from a terminal: expect types it at the prompt.
+    let plain = archive.with_extension("");
+    let script = format!(
+        "spawn age -d -o {} {}\nexpect \"Enter passphrase:\"\nsend \"{PASSPHRASE}\\r\"\nexpect eof\nlassign [wait] pid spawnid os_error value\nexit $value\n",
+        plain.display(),
+        archive.display()
+    );
+    let out = Command::new("expect")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let dest = s.tmp.path().join("restore");
+    extract(&plain, &dest);
+    assert_same_tree(&s.src, &dest, &[]);
+}
+
+#[test]
+fn encryption_settings_that_cannot_work_stop_everything() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let missing = s.tmp.path().join("no-such-passphrase-file");
+    for (var, value) in [
+        ("AGE_PUBLIC_KEYS", "age1qqqqqqqqqqqqqqqq"),
+        ("AGE_PUBLIC_KEYS", "ssh-dss AAAAB3NzaC1kc3M="),
+        ("AGE_PASSPHRASE_FILE", missing.to_str().unwrap()),
+    ] {
+        let out = run(s.backup().env(var, value));
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        assert!(stderr(&out).contains(var), "{}", stderr(&out));
+        assert!(s.archive_names().is_empty(), "never a plain backup instead");
+    }
+}
+
+/// One encrypted run into every destination at once (S3 and Azure in several parts): each
+/// stores exactly the bytes the local copy has, and that copy decrypts with `age` and
+/// extracts to the source.
+#[test]
+fn every_destination_stores_the_encrypted_archive() {
+    use crate::common::remote::{Azure, S3, env, serial, sources_with_random, unique};
+    let _serial = serial();
+    let s = Setup::new();
+    sources_with_random(&s, 12, 11);
+    let (identity, public) = keygen(s.tmp.path());
+    let (s3, azure) = (S3::from_env(), Azure::from_env());
+    let (bucket, container) = (s3.bucket(), azure.container());
+    let dav_folder = unique("age");
+    let sftp_folder = PathBuf::from(env("DUNNAGE_TEST_SSH_ROOT")).join(unique("age"));
+    let dropbox_root = tempfile::tempdir().unwrap();
+    let dropbox = crate::dropbox::Fake::start(dropbox_root.path());
+
+    let mut cmd = s.backup();
+    s3.configure(&mut cmd, &bucket, "");
+    azure.configure(&mut cmd, &container, "");
+    dropbox.configure(&mut cmd, "/age");
+    cmd.env("AGE_PUBLIC_KEYS", &public)
+        .env("BACKUP_COMPRESSION", "zst")
+        .env("AWS_PART_SIZE", "5")
+        .env("AZURE_STORAGE_BLOCK_SIZE", "4")
+        .env("WEBDAV_URL", env("DUNNAGE_TEST_WSGIDAV_URL"))
+        .env("WEBDAV_PATH", &dav_folder)
+        .env("WEBDAV_USERNAME", env("DUNNAGE_TEST_DAV_USER"))
+        .env("WEBDAV_PASSWORD", env("DUNNAGE_TEST_DAV_PASSWORD"))
+        .env("SSH_HOST_NAME", "127.0.0.1")
+        .env("SSH_PORT", env("DUNNAGE_TEST_SSH_PORT"))
+        .env("SSH_USER", env("DUNNAGE_TEST_SSH_USER"))
+        .env("SSH_PASSWORD", env("DUNNAGE_TEST_SSH_PASSWORD"))
+        .env("SSH_IDENTITY_FILE", "")
+        .env("SSH_REMOTE_PATH", &sftp_folder)
+        .env(
+            "SSH_HOST_KEY_FINGERPRINT",
+            env("DUNNAGE_TEST_SSH_FINGERPRINT"),
+        );
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let archive = s.only_archive();
+    let name = archive.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(name.ends_with(".tar.zst.age"), "{name}");
+    let local = fs::read(&archive).unwrap();
+
+    let from_s3 = s.tmp.path().join("from-s3");
+    s3.get(&bucket, &name, &from_s3);
+    let from_azure = s.tmp.path().join("from-azure");
+    azure.cli(
+        &["get", &container, &name, from_azure.to_str().unwrap()],
+        false,
+    );
+    for (destination, path) in [
+        ("S3", from_s3),
+        ("Azure", from_azure),
+        (
+            "WebDAV",
+            PathBuf::from(env("DUNNAGE_TEST_WSGIDAV_ROOT"))
+                .join(&dav_folder)
+                .join(&name),
+        ),
+        ("SFTP", sftp_folder.join(&name)),
+        ("Dropbox", dropbox_root.path().join("age").join(&name)),
+    ] {
+        assert!(
+            fs::read(&path).unwrap() == local,
+            "{destination} stored other bytes"
+        );
+    }
+    let plain = age_decrypt(&archive, &["-i", identity.to_str().unwrap()]);
+    let dest = s.tmp.path().join("restore");
+    extract(&plain, &dest);
+    assert_same_tree(&s.src, &dest, &[]);
+}
