@@ -372,11 +372,13 @@ fn a_second_run_with_the_same_name_fails_and_keeps_the_first_backup() {
 
 /// A memory cgroup with `limit` bytes that a shell joins before running `program`; removed
 /// on drop. cgroup v1's memory controller (this host's) or v2.
-struct MemoryCgroup(std::path::PathBuf);
+pub(crate) struct MemoryCgroup(std::path::PathBuf);
 
 impl MemoryCgroup {
-    fn new(limit: u64) -> Self {
-        let name = format!("dunnage-test-{}", std::process::id());
+    pub(crate) fn new(limit: u64) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("dunnage-test-{}-{n}", std::process::id());
         for (hierarchy, file) in [
             ("/sys/fs/cgroup/memory", "memory.limit_in_bytes"),
             ("/sys/fs/cgroup", "memory.max"),
@@ -390,7 +392,7 @@ impl MemoryCgroup {
         panic!("cannot create a memory cgroup (the tests run as root on cgroup v1 or v2)");
     }
 
-    fn command(&self, template: &std::process::Command) -> std::process::Command {
+    pub(crate) fn command(&self, template: &std::process::Command) -> std::process::Command {
         let mut cmd = same_env(template, "sh");
         cmd.arg("-c")
             .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)

@@ -219,3 +219,20 @@ fn every_destination_stores_the_encrypted_archive() {
     extract(&plain, &dest);
     assert_same_tree(&s.src, &dest, &[]);
 }
+
+#[test]
+fn a_passphrase_in_a_container_too_small_for_scrypt_is_refused_up_front() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let mut template = s.backup();
+    template.env("AGE_PASSPHRASE", "correct horse");
+    let cgroup = crate::backup::MemoryCgroup::new(256 << 20);
+    let out = run(&mut cgroup.command(&template));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("more than this container's memory limit of 256 MiB"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(s.archive_names().is_empty());
+}
