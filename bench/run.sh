@@ -37,6 +37,7 @@ command -v pigz >/dev/null || need+=(pigz)
 command -v strace >/dev/null || need+=(strace)
 command -v zstd >/dev/null || need+=(zstd)
 command -v age >/dev/null || need+=(age)
+command -v gpg >/dev/null || need+=(gnupg)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]}" >&2
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
@@ -75,6 +76,14 @@ echo "dataset: $data, $files files, $((data_bytes / 1048576)) MiB; $(nproc) core
 # One age key for both the baseline and dunnage.
 [ -f "$bench_dir/age-key.txt" ] || age-keygen -o "$bench_dir/age-key.txt" 2>/dev/null
 age_key=$(age-keygen -y "$bench_dir/age-key.txt")
+# One OpenPGP key (RSA 3072 with its encryption subkey, as gpg makes by default).
+export GNUPGHOME=$bench_dir/gnupg
+if [ ! -d "$GNUPGHOME" ]; then
+  mkdir -m 700 "$GNUPGHOME"
+  gpg --batch --pinentry-mode loopback --passphrase '' --quick-gen-key 'bench <bench@example.org>' \
+    rsa3072 default never 2>/dev/null
+fi
+gpg_ring=$(gpg --armor --export bench@example.org)
 # Warm the page cache so every tool reads from memory (GNU tar skips reading for /dev/null).
 tar -cf - -C "$data" . | cat > /dev/null
 
@@ -117,6 +126,11 @@ all_tools() {
   run "dunnage zst+age" dunnage.tar.zst.age "${dunnage[@]}" BACKUP_COMPRESSION=zst \
     BACKUP_COMPRESSION_LEVEL=3 BACKUP_FILENAME=dunnage.tar.zst AGE_PUBLIC_KEYS="$age_key" \
     "$bin" backup
+  run "tar|zstd|gpg" base.tar.zst.gpg bash -c "tar -cf - -C / '$rel' | zstd -3 -T0 -q -c | \
+    gpg --batch --trust-model always -e -r bench@example.org > '$out/base.tar.zst.gpg'"
+  run "dunnage zst+gpg" dunnage.tar.zst.gpg "${dunnage[@]}" BACKUP_COMPRESSION=zst \
+    BACKUP_COMPRESSION_LEVEL=3 BACKUP_FILENAME=dunnage.tar.zst GPG_PUBLIC_KEY_RING="$gpg_ring" \
+    "$bin" backup
   run "tar|pigz -6" base.tar.gz bash -c "tar -cf - -C / '$rel' | pigz -6 > '$out/base.tar.gz'"
   run "dunnage gz 6" dunnage.tar.gz "${dunnage[@]}" BACKUP_COMPRESSION=gz \
     BACKUP_COMPRESSION_LEVEL=6 BACKUP_FILENAME=dunnage.tar.gz "$bin" backup
@@ -136,11 +150,13 @@ for _ in $(seq "$reps"); do all_tools; done
 trace=1 all_tools
 
 printf '\n%-18s %9s %10s %8s %9s %16s\n' tool "MiB/s" "vs base" ratio "peak RSS" "written outside"
-names=("tar|zstd -3 -T0" "dunnage zst 3" "tar|zstd|age" "dunnage zst+age" "tar|pigz -6" "dunnage gz 6")
+names=("tar|zstd -3 -T0" "dunnage zst 3" "tar|zstd|age" "dunnage zst+age" "tar|zstd|gpg"
+  "dunnage zst+gpg" "tar|pigz -6" "dunnage gz 6")
 [ -z "$s3" ] || names+=("tar|zstd|boto3 S3" "dunnage zst 3 S3")
 for name in "${names[@]}"; do
   case "$name" in
-    *age*) base="tar|zstd|age" ;;
+    *"|age"* | *"+age"*) base="tar|zstd|age" ;;
+    *"|gpg"* | *"+gpg"*) base="tar|zstd|gpg" ;;
     *zst*) base="tar|zstd -3 -T0" ;;
     *) base="tar|pigz -6" ;;
   esac
@@ -154,5 +170,6 @@ echo "the same codec. ratio: archive / dataset. peak RSS: largest single process
 echo "written outside: bytes the tool wrote to files other than its archive, its stderr and"
 echo "pipes, counted from every write syscall (strace) in an extra untimed run."
 echo "dunnage fsyncs its archive before renaming it into place; the baselines do not sync."
+echo "zst+gpg: dunnage writes the keyring case ASCII-armored (as the reference), gpg binary."
 [ -z "$s3" ] || echo "S3 rows: to s3s-fs on 127.0.0.1 (multipart), compared with tar|zstd > file. The server"
 [ -z "$s3" ] || echo "shares the 2 cores and hashes every byte (MD5 per part and again per object)."

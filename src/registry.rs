@@ -46,6 +46,7 @@ impl Feature {
                 | Feature::HealthCheck
                 | Feature::Notifications
                 | Feature::Age
+                | Feature::Encryption
         )
     }
 
@@ -63,7 +64,7 @@ impl Feature {
             Feature::Sftp => "the SFTP destination",
             Feature::Dropbox => "the Dropbox destination",
             Feature::GoogleDrive => "the Google Drive destination",
-            Feature::Encryption => "OpenPGP encryption (GPG_*)",
+            Feature::Encryption => "OpenPGP encryption",
             Feature::Age => "age encryption",
             Feature::Notifications => "notifications",
             Feature::HealthCheck => "health pings",

@@ -13,6 +13,8 @@ use std::io::{self, Write};
 
 use age::secrecy::SecretString;
 
+use super::openpgp::{Pgp, PgpWriter};
+
 /// The reference's scrypt work factor (age's Go library default): N = 2^18.
 pub const AGE_SCRYPT_LOG_N: u8 = 18;
 
@@ -24,6 +26,13 @@ pub enum Encryption {
     AgePassphrase(String),
     /// `AGE_PUBLIC_KEYS`: each one parsed by [`age_recipient`].
     AgeRecipients(Vec<String>),
+    /// `GPG_PASSPHRASE`.
+    GpgPassphrase(String),
+    /// `GPG_PUBLIC_KEY_RING` and the fingerprints of the keys it encrypts to.
+    GpgKeyring {
+        ring: String,
+        fingerprints: Vec<String>,
+    },
 }
 
 impl fmt::Debug for Encryption {
@@ -32,6 +41,10 @@ impl fmt::Debug for Encryption {
             Encryption::None => f.write_str("None"),
             Encryption::AgePassphrase(_) => f.write_str("AgePassphrase(***)"),
             Encryption::AgeRecipients(keys) => f.debug_tuple("AgeRecipients").field(keys).finish(),
+            Encryption::GpgPassphrase(_) => f.write_str("GpgPassphrase(***)"),
+            Encryption::GpgKeyring { fingerprints, .. } => {
+                f.debug_tuple("GpgKeyring").field(fingerprints).finish()
+            }
         }
     }
 }
@@ -42,16 +55,21 @@ impl fmt::Display for Encryption {
             Encryption::None => f.write_str("not encrypted"),
             Encryption::AgePassphrase(_) => f.write_str("age, passphrase"),
             Encryption::AgeRecipients(keys) => write!(f, "age, {} recipient(s)", keys.len()),
+            Encryption::GpgPassphrase(_) => f.write_str("OpenPGP, passphrase"),
+            Encryption::GpgKeyring { fingerprints, .. } => {
+                write!(f, "OpenPGP, keys {}", fingerprints.join(", "))
+            }
         }
     }
 }
 
 impl Encryption {
-    /// Appended to the archive's name: `.age` (as the reference).
+    /// Appended to the archive's name: `.age` or `.gpg` (as the reference).
     pub fn suffix(&self) -> &'static str {
         match self {
             Encryption::None => "",
             Encryption::AgePassphrase(_) | Encryption::AgeRecipients(_) => ".age",
+            Encryption::GpgPassphrase(_) | Encryption::GpgKeyring { .. } => ".gpg",
         }
     }
 }
@@ -76,12 +94,25 @@ pub fn age_recipient(key: &str) -> Result<Box<dyn age::Recipient + Send>, String
 pub(super) enum Encryptor<W: Write> {
     Plain(W),
     Age(age::stream::StreamWriter<W>),
+    Pgp(PgpWriter<W>),
 }
 
-impl<W: Write> Encryptor<W> {
+impl<W: Write + Send + 'static> Encryptor<W> {
     pub(super) fn new(encryption: &Encryption, out: W) -> io::Result<Self> {
         let encryptor = match encryption {
             Encryption::None => return Ok(Encryptor::Plain(out)),
+            Encryption::GpgPassphrase(p) => {
+                return Ok(Encryptor::Pgp(PgpWriter::new(
+                    Pgp::Passphrase(p.clone()),
+                    out,
+                )?));
+            }
+            Encryption::GpgKeyring { ring, .. } => {
+                return Ok(Encryptor::Pgp(PgpWriter::new(
+                    Pgp::Keyring(ring.clone()),
+                    out,
+                )?));
+            }
             Encryption::AgePassphrase(passphrase) => {
                 let mut recipient =
                     age::scrypt::Recipient::new(SecretString::from(passphrase.clone()));
@@ -107,6 +138,7 @@ impl<W: Write> Encryptor<W> {
         match self {
             Encryptor::Plain(out) => Ok(out),
             Encryptor::Age(writer) => writer.finish(),
+            Encryptor::Pgp(writer) => writer.finish(),
         }
     }
 }
@@ -116,6 +148,7 @@ impl<W: Write> Write for Encryptor<W> {
         match self {
             Encryptor::Plain(out) => out.write(buf),
             Encryptor::Age(writer) => writer.write(buf),
+            Encryptor::Pgp(writer) => writer.write(buf),
         }
     }
 
@@ -123,6 +156,7 @@ impl<W: Write> Write for Encryptor<W> {
         match self {
             Encryptor::Plain(out) => out.write_all(buf),
             Encryptor::Age(writer) => writer.write_all(buf),
+            Encryptor::Pgp(writer) => writer.write_all(buf),
         }
     }
 
@@ -130,6 +164,7 @@ impl<W: Write> Write for Encryptor<W> {
         match self {
             Encryptor::Plain(out) => out.flush(),
             Encryptor::Age(writer) => writer.flush(),
+            Encryptor::Pgp(writer) => writer.flush(),
         }
     }
 }

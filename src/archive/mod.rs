@@ -7,6 +7,7 @@
 
 mod compress;
 mod encrypt;
+mod openpgp;
 mod tarball;
 
 use std::io::{self, BufWriter, Write};
@@ -17,6 +18,7 @@ pub use compress::Codec;
 use compress::Compressor;
 use encrypt::Encryptor;
 pub use encrypt::{Encryption, age_recipient};
+pub use openpgp::recipient_fingerprints;
 use regex::bytes::Regex;
 use tarball::TarWalker;
 

@@ -1,9 +1,16 @@
-//! `AGE_*`: how archives are encrypted. Fail closed: a key that does not parse, no key at
-//! all, or two methods is an invalid configuration; never a plain backup when encryption
-//! was asked for. (`GPG_*` are refused by the registry until OpenPGP is implemented.)
+//! `AGE_*` and `GPG_*`: how archives are encrypted. Fail closed: a key that does not
+//! parse, a keyring without a usable key, no key at all, or two methods is an invalid
+//! configuration; never a plain backup when encryption was asked for.
 
 use super::Parser;
-use crate::archive::{Encryption, age_recipient};
+use crate::archive::{Encryption, age_recipient, recipient_fingerprints};
+
+const METHODS: [&str; 4] = [
+    "GPG_PASSPHRASE",
+    "GPG_PUBLIC_KEY_RING",
+    "AGE_PASSPHRASE",
+    "AGE_PUBLIC_KEYS",
+];
 
 /// What a run with `AGE_PASSPHRASE` needs for a moment: scrypt at 2^18 (256 MiB) and the
 /// rest of the process (measured peak 267 MiB), with some room.
@@ -28,18 +35,49 @@ impl Parser<'_> {
     }
 
     pub(super) fn encryption(&mut self) -> Encryption {
-        let passphrase = self.optional("AGE_PASSPHRASE");
-        let keys = self.optional("AGE_PUBLIC_KEYS");
-        match (passphrase, keys) {
-            (None, None) => Encryption::None,
-            (Some(_), Some(_)) => {
+        let set: Vec<&str> = METHODS
+            .into_iter()
+            .filter(|m| self.optional(m).is_some())
+            .collect();
+        match set.as_slice() {
+            [] => Encryption::None,
+            ["GPG_PASSPHRASE"] => {
+                Encryption::GpgPassphrase(self.optional("GPG_PASSPHRASE").unwrap_or_default())
+            }
+            ["GPG_PUBLIC_KEY_RING"] => self.gpg_keyring(),
+            ["AGE_PASSPHRASE"] | ["AGE_PUBLIC_KEYS"] => self.age(),
+            [first, rest @ ..] => {
+                let value = self.optional(rest[0]).unwrap_or_default();
                 self.problem(
-                    "AGE_PUBLIC_KEYS",
-                    "",
-                    "AGE_PASSPHRASE is set too: an archive is encrypted one way; set one of them",
+                    rest[0],
+                    &value,
+                    format!(
+                        "{first} is set too: an archive is encrypted one way; set one of {}",
+                        set.join(", ")
+                    ),
                 );
                 Encryption::None
             }
+        }
+    }
+
+    fn gpg_keyring(&mut self) -> Encryption {
+        let ring = self.optional("GPG_PUBLIC_KEY_RING").unwrap_or_default();
+        match recipient_fingerprints(&ring) {
+            Ok(fingerprints) => Encryption::GpgKeyring { ring, fingerprints },
+            Err(why) => {
+                let shown: String = ring.chars().take(40).collect();
+                self.problem("GPG_PUBLIC_KEY_RING", &shown, why);
+                Encryption::None
+            }
+        }
+    }
+
+    fn age(&mut self) -> Encryption {
+        let passphrase = self.optional("AGE_PASSPHRASE");
+        let keys = self.optional("AGE_PUBLIC_KEYS");
+        match (passphrase, keys) {
+            (None, None) | (Some(_), Some(_)) => Encryption::None,
             (Some(passphrase), None) => {
                 self.check_scrypt_fits(crate::resources::memory_limit());
                 Encryption::AgePassphrase(passphrase)
@@ -125,9 +163,19 @@ mod tests {
                     ("AGE_PUBLIC_KEYS", key.as_str()),
                     ("AGE_PASSPHRASE", "s3cr3t"),
                 ],
-                "set one of them",
+                "encrypted one way",
             ),
-            (vec![("GPG_PASSPHRASE", "s3cr3t")], "would not be encrypted"),
+            (
+                vec![
+                    ("GPG_PASSPHRASE", "s3cr3t"),
+                    ("AGE_PUBLIC_KEYS", key.as_str()),
+                ],
+                "encrypted one way",
+            ),
+            (
+                vec![("GPG_PUBLIC_KEY_RING", "not a keyring")],
+                "no -----BEGIN PGP PUBLIC KEY BLOCK-----",
+            ),
         ] {
             let err = config(&pairs).unwrap_err().to_string();
             assert!(err.contains(want), "{pairs:?}: {err}");

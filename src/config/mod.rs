@@ -1310,21 +1310,14 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_destinations_and_encryption_are_refused() {
+    fn unavailable_destinations_are_refused() {
         let err = config(&[
             ("GOOGLE_DRIVE_CREDENTIALS_JSON", "{}"),
-            (
-                "GPG_PUBLIC_KEY_RING",
-                "-----BEGIN PGP PUBLIC KEY BLOCK-----",
-            ),
             ("GOOGLE_DRIVE_FOLDER_ID", "x"),
         ])
         .unwrap_err();
-        assert_eq!(
-            problem_vars(&err),
-            ["GOOGLE_DRIVE_CREDENTIALS_JSON", "GPG_PUBLIC_KEY_RING"]
-        );
-        assert!(err.to_string().contains("would not be encrypted"), "{err}");
+        assert_eq!(problem_vars(&err), ["GOOGLE_DRIVE_CREDENTIALS_JSON"]);
+        assert!(err.to_string().contains("would not be stored"), "{err}");
         let c = config(&[
             ("NOTIFICATION_URLS", "generic://x"),
             ("EMAIL_NOTIFICATION_RECIPIENT", "ops@example.org"),

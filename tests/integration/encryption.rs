@@ -236,3 +236,149 @@ fn a_passphrase_in_a_container_too_small_for_scrypt_is_refused_up_front() {
     );
     assert!(s.archive_names().is_empty());
 }
+
+/// A fresh GnuPG home with one key made by `gpg --quick-gen-key` (no passphrase); returns
+/// the home and its armored public key.
+fn gpg_key(dir: &Path, name: &str, algo: &str, usage: &str) -> (PathBuf, String) {
+    let home = dir.join(format!("gnupg-{name}"));
+    fs::create_dir(&home).unwrap();
+    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", &home)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let uid = format!("{name} <{name}@example.org>");
+    gpg(&["--quick-gen-key", &uid, algo, usage, "never"]);
+    if algo == "future-default" {
+        // ed25519 signs; the cv25519 subkey encrypts.
+        let fpr = gpg(&["--list-keys", "--with-colons", &uid])
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("fpr:::::::::")
+                    .map(|f| f.trim_end_matches(':').to_owned())
+            })
+            .unwrap();
+        gpg(&["--quick-add-key", &fpr, "cv25519", "encr", "never"]);
+    }
+    (home.clone(), gpg(&["--armor", "--export", &uid]))
+}
+
+fn gpg_decrypt(home: Option<&Path>, archive: &Path, passphrase: &str) -> PathBuf {
+    let plain = archive.with_extension("");
+    let mut cmd = Command::new("gpg");
+    if let Some(home) = home {
+        cmd.env("GNUPGHOME", home);
+    } else {
+        cmd.env("GNUPGHOME", archive.parent().unwrap().join("no-keys"));
+        let _ = fs::create_dir(archive.parent().unwrap().join("no-keys"));
+    }
+    let out = cmd
+        .args([
+            "--batch",
+            "--yes",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            passphrase,
+        ])
+        .arg("-o")
+        .arg(&plain)
+        .arg("-d")
+        .arg(archive)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "gpg -d failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    plain
+}
+
+#[test]
+fn a_gpg_passphrase_decrypts_with_gpg() {
+    let s = Setup::new();
+    build_rich_tree(&s.src);
+    const PASSPHRASE: &str = "open sesame 42";
+    let out = run(s.backup().env("GPG_PASSPHRASE", PASSPHRASE));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(PASSPHRASE));
+    let archive = s.only_archive();
+    assert!(
+        archive.to_string_lossy().ends_with(".tar.gz.gpg"),
+        "{archive:?}"
+    );
+    let plain = gpg_decrypt(None, &archive, PASSPHRASE);
+    let dest = s.tmp.path().join("restore");
+    extract(&plain, &dest);
+    assert_same_tree(&s.src, &dest, &[]);
+}
+
+/// An RSA primary-only key and an ed25519 key with a cv25519 subkey, pasted as two armored
+/// blocks: each secret key alone decrypts the archive.
+#[test]
+fn a_gpg_keyring_encrypts_to_every_key_in_it() {
+    let s = Setup::new();
+    build_rich_tree(&s.src);
+    let (rsa_home, rsa) = gpg_key(s.tmp.path(), "rsa", "rsa2048", "sign,encr");
+    let (ed_home, ed) = gpg_key(s.tmp.path(), "ed", "future-default", "sign");
+    let out = run(s
+        .backup()
+        .env("BACKUP_COMPRESSION", "zst")
+        .env("GPG_PUBLIC_KEY_RING", format!("{rsa}\n{ed}")));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let archive = s.only_archive();
+    assert!(archive.to_string_lossy().ends_with(".tar.zst.gpg"));
+    assert!(
+        fs::read_to_string(&archive)
+            .unwrap()
+            .starts_with("-----BEGIN PGP MESSAGE-----")
+    );
+    for home in [&rsa_home, &ed_home] {
+        let plain = gpg_decrypt(Some(home), &archive, "");
+        let dest = s
+            .tmp
+            .path()
+            .join(format!("restore-{}", home.display()).replace('/', "_"));
+        extract(&plain, &dest);
+        assert_same_tree(&s.src, &dest, &[]);
+        fs::remove_file(plain).unwrap();
+    }
+}
+
+#[test]
+fn a_keyring_without_a_usable_key_stops_everything() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    // ed25519 without an encryption subkey can only sign.
+    let (_, sign_only) = gpg_key(s.tmp.path(), "signer", "ed25519", "sign");
+    for (ring, want) in [
+        (sign_only.as_str(), "no valid encryption-capable key"),
+        (
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnope\n-----END PGP PUBLIC KEY BLOCK-----\n",
+            "holds no key",
+        ),
+        ("", "GPG_PUBLIC_KEY_RING"),
+    ] {
+        let mut cmd = s.backup();
+        cmd.env("GPG_PUBLIC_KEY_RING", ring);
+        if ring.is_empty() {
+            cmd.env("GPG_PUBLIC_KEY_RING_FILE", s.tmp.path().join("missing.asc"))
+                .env_remove("GPG_PUBLIC_KEY_RING");
+        }
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{want}: {}", stderr(&out));
+        assert!(s.archive_names().is_empty(), "never a plain backup instead");
+    }
+}
