@@ -382,3 +382,30 @@ fn a_keyring_without_a_usable_key_stops_everything() {
         assert!(s.archive_names().is_empty(), "never a plain backup instead");
     }
 }
+
+#[test]
+fn retention_prefixes_and_the_latest_link_work_with_encrypted_names() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    let (_, public) = keygen(s.tmp.path());
+    let old = s.out.join("backup-2020-01-01T00-00-00.tar.gz.age");
+    fs::write(&old, "old").unwrap();
+    crate::common::set_mtime(&old, 1_577_836_800);
+    let unrelated = s.out.join("notes-2020.txt");
+    fs::write(&unrelated, "keep").unwrap();
+    crate::common::set_mtime(&unrelated, 1_577_836_800);
+    let out = run(s
+        .backup()
+        .env("AGE_PUBLIC_KEYS", &public)
+        .env("BACKUP_RETENTION_DAYS", "7")
+        .env("BACKUP_PRUNING_PREFIX", "backup-")
+        .env("BACKUP_LATEST_SYMLINK", "latest.tar.gz.age"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names = s.archive_names();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(!old.exists(), "the old encrypted backup is pruned");
+    assert!(unrelated.exists());
+    let link = fs::read_link(s.out.join("latest.tar.gz.age")).unwrap();
+    assert!(link.to_string_lossy().ends_with(".tar.gz.age"), "{link:?}");
+    assert!(s.out.join(&link).is_file());
+}
