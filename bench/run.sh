@@ -81,7 +81,7 @@ export GNUPGHOME=$bench_dir/gnupg
 if [ ! -d "$GNUPGHOME" ]; then
   mkdir -m 700 "$GNUPGHOME"
   gpg --batch --pinentry-mode loopback --passphrase '' --quick-gen-key 'bench <bench@example.org>' \
-    rsa3072 default never 2>/dev/null
+    default default never 2>/dev/null
 fi
 gpg_ring=$(gpg --armor --export bench@example.org)
 # Warm the page cache so every tool reads from memory (GNU tar skips reading for /dev/null).
