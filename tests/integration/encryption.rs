@@ -46,7 +46,7 @@ fn keygen(dir: &Path) -> (PathBuf, String) {
 }
 
 #[test]
-fn age_recipients_x25519_and_ssh_ed25519_both_decrypt_with_the_age_tool() {
+fn age_recipients_x25519_ssh_ed25519_and_ssh_rsa_each_decrypt_with_the_age_tool() {
     let s = Setup::new();
     build_rich_tree(&s.src);
     let (identity, public) = keygen(s.tmp.path());
@@ -58,12 +58,20 @@ fn age_recipients_x25519_and_ssh_ed25519_both_decrypt_with_the_age_tool() {
         .unwrap();
     assert!(out.status.success());
     let ssh_public = fs::read_to_string(ssh_key.with_extension("pub")).unwrap();
-    let out = run(s
-        .backup()
-        .env("BACKUP_COMPRESSION", "zst")
-        .env("AGE_PUBLIC_KEYS", format!("{public},{}", ssh_public.trim())));
+    let rsa_key = s.tmp.path().join("id_rsa");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+        .arg(&rsa_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rsa_public = fs::read_to_string(rsa_key.with_extension("pub")).unwrap();
+    let out = run(s.backup().env("BACKUP_COMPRESSION", "zst").env(
+        "AGE_PUBLIC_KEYS",
+        format!("{public}, {},{}", ssh_public.trim(), rsa_public.trim()),
+    ));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("encrypted with age, 2 recipient(s)"));
+    assert!(stderr(&out).contains("encrypted with age, 3 recipient(s)"));
     let archive = s.only_archive();
     assert!(
         archive.to_string_lossy().ends_with(".tar.zst.age"),
@@ -79,6 +87,7 @@ fn age_recipients_x25519_and_ssh_ed25519_both_decrypt_with_the_age_tool() {
     for (n, args) in [
         ("x25519", vec!["-i", identity.to_str().unwrap()]),
         ("ssh", vec!["-i", ssh_key.to_str().unwrap()]),
+        ("rsa", vec!["-i", rsa_key.to_str().unwrap()]),
     ] {
         let plain = age_decrypt(&archive, &args);
         let dest = s.tmp.path().join(format!("restore-{n}"));
