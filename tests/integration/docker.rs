@@ -423,6 +423,7 @@ fn after_a_kill_9_the_next_start_of_dunnage_brings_the_app_back() {
         .env("BACKUP_CRON_EXPRESSION", "0 0 5 31 2 ?")
         .stderr(Stdio::piped());
     let scheduler = scheduler.spawn().unwrap();
+    let _kill_on_panic = KillOnPanic(scheduler.id());
     app.wait_until(true);
     signal(&scheduler, nix::sys::signal::Signal::SIGTERM);
     let out = scheduler.wait_with_output().unwrap();

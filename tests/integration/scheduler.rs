@@ -80,6 +80,7 @@ fn the_scheduler_backs_up_prunes_shares_the_lock_and_stops_cleanly() {
         .stderr(Stdio::piped());
     configure(&mut scheduler);
     let mut scheduler = scheduler.spawn().unwrap();
+    let _kill_on_panic = KillOnPanic(scheduler.id());
     let log = Log::follow(&mut scheduler);
 
     log.wait_for("run succeeded", 2, &mut scheduler);
@@ -154,6 +155,7 @@ fn a_failed_scheduled_run_is_logged_and_the_scheduler_keeps_going() {
         .arg("-foreground") // the reference's flag: same as no command
         .stderr(Stdio::piped());
     let mut scheduler = scheduler.spawn().unwrap();
+    let _kill_on_panic = KillOnPanic(scheduler.id());
     let log = Log::follow(&mut scheduler);
 
     log.wait_for("run FAILED", 2, &mut scheduler);

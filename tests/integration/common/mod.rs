@@ -390,3 +390,16 @@ pub fn assert_same_tree(src: &Path, dest: &Path, skip: &[&Path]) {
 }
 
 use std::os::unix::fs::FileTypeExt;
+
+/// Kills a long-running child (a scheduler) when the test panics before it stopped it, so
+/// a failed test never leaves a scheduler running on after the test binary.
+pub struct KillOnPanic(pub u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let pid = nix::unistd::Pid::from_raw(self.0 as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
