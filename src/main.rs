@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use dunnage::commands;
 use dunnage::config::{self, Config, Vars};
+use dunnage::storage::Backend;
 use tokio::sync::watch;
 
 /// Exit code for a backup that failed.
@@ -53,6 +54,19 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         config: Option<String>,
     },
+    /// List each schedule's backups in each destination, oldest first (exit 1 when a
+    /// destination cannot be listed).
+    List {
+        /// Only this conf.d file's schedule.
+        #[arg(long, value_name = "NAME")]
+        config: Option<String>,
+        /// Only this destination: local, s3, azure, webdav, sftp (or ssh), dropbox.
+        #[arg(long, value_name = "DESTINATION", value_parser = parse_backend)]
+        from: Option<Backend>,
+        /// JSON for scripts: name, size, modified per backup; error per failed destination.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply the retention policy now.
     Prune {
         /// Show what would be deleted and why, delete nothing.
@@ -64,6 +78,12 @@ enum Command {
     },
 }
 
+fn parse_backend(raw: &str) -> Result<Backend, String> {
+    Backend::parse(raw).ok_or_else(|| {
+        format!("{raw:?} is not a destination: expected local, s3, azure, webdav, sftp or dropbox")
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse_from(args());
     init_logging();
@@ -73,6 +93,7 @@ fn main() -> ExitCode {
     let only = match &cli.command {
         Some(
             Command::Backup { config }
+            | Command::List { config, .. }
             | Command::Prune { config, .. }
             | Command::Check { config, .. },
         ) => config.as_deref(),
@@ -115,6 +136,10 @@ fn main() -> ExitCode {
                 exit(commands::check::run(&configs, write, notify, &mut std::io::stdout()).await)
             })
         }
+        Some(Command::List { from, json, .. }) => runtime(move |_| async move {
+            let listed = commands::list::collect(&configs, from).await;
+            exit(commands::list::print(&listed, json, &mut std::io::stdout()))
+        }),
         Some(Command::Backup { .. }) => {
             runtime(|shutdown| async move { exit(commands::backup::run(&configs, shutdown).await) })
         }

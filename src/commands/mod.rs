@@ -3,6 +3,7 @@
 //! code.
 //!
 //! - `backup`: one run (lock, hooks, containers, archive and store, prune, report).
+//! - `list`: the backups each schedule has in each destination.
 //! - `prune`: the retention policy now, or a dry run.
 //! - `check`: can every destination be reached, read and written; do notifications arrive.
 //! - `recover`: start containers an interrupted run left stopped.
@@ -11,6 +12,7 @@
 
 pub mod backup;
 pub mod check;
+pub mod list;
 pub mod prune;
 pub mod recover;
 pub mod scheduler;

@@ -413,3 +413,49 @@ fn a_run_waits_for_the_lock_another_process_holds_then_times_out() {
     assert!(err.contains("another backup is running; waiting"), "{err}");
     assert_eq!(s.archive_names().len(), 1);
 }
+
+#[test]
+fn list_shows_this_schedules_backups_per_destination_as_text_and_json() {
+    let s = Setup::new();
+    fs::write(s.src.join("f"), "x").unwrap();
+    old_backup(&s.out, "db-2026-01-01.tar.gz", 30);
+    old_backup(&s.out, "db-2026-01-02.tar.gz", 29);
+    old_backup(&s.out, "notes.txt", 40);
+    let list = |args: &[&str]| {
+        let mut all = vec!["list"];
+        all.extend_from_slice(args);
+        let mut cmd = s.command(&all);
+        cmd.env("BACKUP_PRUNING_PREFIX", "db-");
+        run(&mut cmd)
+    };
+    let out = list(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("[default] Local: db-2026-01-01.tar.gz  "),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("[default] Local: db-2026-01-02.tar.gz  "),
+        "{text}"
+    );
+
+    let out = list(&["--json", "--from", "local"]);
+    assert_eq!(out.status.code(), Some(0));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value.as_array().unwrap().len(), 2);
+    assert_eq!(value[1]["name"], "db-2026-01-02.tar.gz");
+    assert_eq!(value[1]["destination"], "Local");
+
+    let out = list(&["--from", "s3"]);
+    assert_eq!(stdout(&out).trim(), "no backups");
+    let out = list(&["--from", "ftp"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not a destination"),
+        "{}",
+        stderr(&out)
+    );
+}

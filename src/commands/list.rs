@@ -1,0 +1,176 @@
+//! `dunnage list`: the backups each schedule has in each destination, oldest first, as
+//! retention sees them (names with `BACKUP_PRUNING_PREFIX`, no unfinished uploads). Text for
+//! people, `--json` for scripts. A destination that cannot be listed is reported and makes
+//! the command fail; the others are still listed.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::progress::human_bytes;
+use crate::storage::{self, Backend, Entry};
+
+/// One line of the listing: a backup, or a destination that could not be listed.
+#[derive(Debug, Serialize)]
+pub struct Listed {
+    pub schedule: String,
+    pub destination: &'static str,
+    #[serde(flatten)]
+    pub item: Item,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Item {
+    Backup {
+        name: String,
+        size: u64,
+        modified: String,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// Every backup of `configs` in their destinations (only `from`, when given).
+pub async fn collect(configs: &[Config], from: Option<Backend>) -> Vec<Listed> {
+    let mut listed = Vec::new();
+    for config in configs {
+        let targets = config.targets();
+        let (owned, unavailable) = storage::open_all(&targets).await;
+        for (backend, e) in unavailable {
+            if from.is_none_or(|f| f == backend) {
+                listed.push(failed(config, backend, e.to_string()));
+            }
+        }
+        for storage in owned
+            .iter()
+            .filter(|s| from.is_none_or(|f| f == s.backend()))
+        {
+            match storage.list().await {
+                Ok(entries) => listed.extend(backups(config, storage.backend(), entries)),
+                Err(e) => listed.push(failed(config, storage.backend(), e.to_string())),
+            }
+        }
+    }
+    listed
+}
+
+fn failed(config: &Config, backend: Backend, error: String) -> Listed {
+    Listed {
+        schedule: config.name.clone(),
+        destination: backend.name(),
+        item: Item::Failed { error },
+    }
+}
+
+/// This schedule's backups among `entries`, oldest first.
+fn backups(config: &Config, backend: Backend, mut entries: Vec<Entry>) -> Vec<Listed> {
+    entries.retain(|e| e.name.starts_with(&config.retention.prefix));
+    entries.sort_by(|a, b| (a.modified, &a.name).cmp(&(b.modified, &b.name)));
+    entries
+        .into_iter()
+        .map(|e| Listed {
+            schedule: config.name.clone(),
+            destination: backend.name(),
+            item: Item::Backup {
+                modified: e
+                    .modified
+                    .to_zoned(config.time_zone.clone())
+                    .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                    .to_string(),
+                name: e.name,
+                size: e.size,
+            },
+        })
+        .collect()
+}
+
+/// Prints `listed` as text or JSON; false when a destination could not be listed.
+pub fn print(listed: &[Listed], json: bool, out: &mut impl Write) -> bool {
+    let ok = !listed.iter().any(|l| matches!(l.item, Item::Failed { .. }));
+    if json {
+        let _ = serde_json::to_writer_pretty(&mut *out, listed);
+        let _ = writeln!(out);
+        return ok;
+    }
+    for l in listed {
+        let _ = match &l.item {
+            Item::Backup {
+                name,
+                size,
+                modified,
+            } => writeln!(
+                out,
+                "[{}] {}: {name}  {}  {modified}",
+                l.schedule,
+                l.destination,
+                human_bytes(*size)
+            ),
+            Item::Failed { error } => {
+                writeln!(out, "[{}] {}: FAILED: {error}", l.schedule, l.destination)
+            }
+        };
+    }
+    if listed.is_empty() {
+        let _ = writeln!(out, "no backups");
+    }
+    ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, secs: i64) -> Entry {
+        Entry {
+            name: name.into(),
+            size: 2048,
+            modified: jiff::Timestamp::from_second(secs).unwrap(),
+        }
+    }
+
+    #[test]
+    fn only_this_schedules_backups_oldest_first_and_failures_fail() {
+        let mut config = crate::config::Config::from_vars(
+            "default",
+            &crate::config::Vars::from_pairs([("BACKUP_PRUNING_PREFIX", "db-"), ("TZ", "UTC")]),
+        )
+        .unwrap();
+        config.name = "db".into();
+        let listed = backups(
+            &config,
+            Backend::Local,
+            vec![
+                entry("db-2.tar.gz", 200),
+                entry("notes.txt", 50),
+                entry("db-1.tar.gz", 100),
+            ],
+        );
+        let names: Vec<&str> = listed
+            .iter()
+            .map(|l| match &l.item {
+                Item::Backup { name, .. } => name.as_str(),
+                Item::Failed { .. } => "",
+            })
+            .collect();
+        assert_eq!(names, ["db-1.tar.gz", "db-2.tar.gz"]);
+        let mut text = Vec::new();
+        assert!(print(&listed, false, &mut text));
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "[db] Local: db-1.tar.gz  2.0 KiB  1970-01-01T00:01:40+00:00\n\
+             [db] Local: db-2.tar.gz  2.0 KiB  1970-01-01T00:03:20+00:00\n"
+        );
+        let mut json = Vec::new();
+        let mut with_failure = listed;
+        with_failure.push(failed(&config, Backend::S3, "listing failed".into()));
+        assert!(!print(&with_failure, true, &mut json));
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value[0]["name"], "db-1.tar.gz");
+        assert_eq!(value[0]["size"], 2048);
+        assert_eq!(value[2]["destination"], "S3");
+        assert_eq!(value[2]["error"], "listing failed");
+    }
+}
