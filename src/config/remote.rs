@@ -587,7 +587,8 @@ impl Parser<'_> {
             .replace_all(&raw, account)
             .trim_end_matches('/')
             .to_owned();
-        if http_url(&endpoint).is_err() || endpoint.contains("{{") {
+        // A brace left over is a placeholder other than AccountName.
+        if http_url(&endpoint).is_err() || endpoint.contains(['{', '}']) {
             self.problem(
                 "AZURE_STORAGE_ENDPOINT",
                 &raw,

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::{Entry, ErrorKind, Storage};
+use super::{Entry, ErrorKind, Storage, StorageError};
 
 /// A partial file unchanged for this long is stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(60 * 60);
@@ -36,6 +36,21 @@ pub fn is_stale(entry: &Entry, now: jiff::Timestamp) -> bool {
             .duration_since(entry.modified)
             .try_into()
             .is_ok_and(|age: Duration| age >= STALE_AFTER)
+}
+
+/// Before an upload under `name`, given the folder's files (raw listing): refuses a name
+/// already stored (backups are never replaced), then removes stale unfinished uploads.
+pub async fn before_upload(
+    storage: &dyn Storage,
+    files: &[Entry],
+    name: &str,
+    location: &str,
+) -> Result<(), StorageError> {
+    if files.iter().any(|e| e.name == name) {
+        return Err(StorageError::exists(location));
+    }
+    remove_stale(storage, files).await;
+    Ok(())
 }
 
 /// Deletes the stale unfinished uploads among `entries` (the folder's raw listing) from

@@ -273,20 +273,18 @@ impl WebDavStorage {
     }
 
     /// Deletes stale unfinished uploads (see [`partial`]).
-    /// Before an upload: refuses a name already stored, removes stale partials.
+    /// Before an upload: refuses a name already stored, removes stale partials. A listing
+    /// that fails does not stop the upload (the commit refuses an existing name too).
     async fn prepare(&self, name: &str, location: &str) -> Result<(), StorageError> {
-        if let Ok(entries) = self.list_all().await {
-            let files: Vec<Entry> = entries
-                .into_iter()
-                .filter(|(_, collection)| !collection)
-                .map(|(e, _)| e)
-                .collect();
-            if files.iter().any(|e| e.name == name) {
-                return Err(StorageError::exists(location));
-            }
-            partial::remove_stale(self, &files).await;
-        }
-        Ok(())
+        let Ok(entries) = self.list_all().await else {
+            return Ok(());
+        };
+        let files: Vec<Entry> = entries
+            .into_iter()
+            .filter(|(_, collection)| !collection)
+            .map(|(e, _)| e)
+            .collect();
+        partial::before_upload(self, &files, name, location).await
     }
 
     /// Whether `name` is in the folder with `size` bytes: tells whether a commit whose
