@@ -25,6 +25,8 @@ pub enum FilenameError {
 /// A validated archive-name template whose extension is already filled in.
 #[derive(Debug, Clone)]
 pub struct FilenameTemplate {
+    /// The template as configured (after `$VAR` expansion), for [`Self::name_pattern`].
+    raw: String,
     pattern: String,
     extension: &'static str,
 }
@@ -50,6 +52,7 @@ impl FilenameTemplate {
             return Err(FilenameError::UnknownAction { action });
         }
         let template = Self {
+            raw: raw.to_owned(),
             pattern: format!("{pattern}{suffix}"),
             extension,
         };
@@ -70,6 +73,55 @@ impl FilenameTemplate {
     /// `tar`, `tar.gz` or `tar.zst`.
     pub fn extension(&self) -> &'static str {
         self.extension
+    }
+
+    /// A regular expression matching every name this template renders, whatever the time,
+    /// the compression (`{{ .Extension }}` matches each codec's extension) and the
+    /// encryption suffix: backups made before the compression or encryption was changed
+    /// are still this schedule's backups.
+    pub fn name_pattern(&self) -> Regex {
+        let mut re = String::from("^");
+        let mut rest = self.raw.as_str();
+        while let Some(found) = ACTION.find(rest) {
+            strftime_pattern(&rest[..found.start()], &mut re);
+            re.push_str(r"(?:tar|tar\.gz|tar\.zst)");
+            rest = &rest[found.end()..];
+        }
+        strftime_pattern(rest, &mut re);
+        re.push_str(r"(?:\.age|\.gpg)?$");
+        Regex::new(&re).expect("escaped literals and fixed classes form a valid regex")
+    }
+}
+
+/// Appends to `re` a pattern for what the strftime `text` renders to: literals escaped,
+/// numeric verbs as digits (with the padding flags' spaces and signs), others as any text.
+fn strftime_pattern(text: &str, re: &mut String) {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4])));
+            continue;
+        }
+        // Flags, width and the `:` of `%:z`, then the verb.
+        while let Some(&f) = chars.peek() {
+            if matches!(f, '-' | '_' | '0' | '^' | '#' | ':') || f.is_ascii_digit() {
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        match chars.next() {
+            Some('%') => re.push('%'),
+            Some(
+                'Y' | 'C' | 'G' | 'g' | 'y' | 'm' | 'd' | 'e' | 'H' | 'I' | 'k' | 'l' | 'M' | 'S'
+                | 'j' | 'U' | 'W' | 'V' | 'u' | 'w' | 's' | 'f' | 'N' | 'q',
+            ) => re.push_str(r"[ +-]?[ \d]*\d"),
+            Some('z') => re.push_str(r"[+-][\d:]+"),
+            Some('F') => re.push_str(r"[+-]?\d+-\d+-\d+"),
+            Some('T') => re.push_str(r"\d+:\d+:\d+"),
+            Some('R') => re.push_str(r"\d+:\d+"),
+            _ => re.push_str(".+?"),
+        }
     }
 }
 
@@ -143,6 +195,36 @@ mod tests {
         assert_eq!(t.render(&berlin).unwrap(), "20260701-2330+0200.tar");
         let ny = berlin.with_time_zone(jiff::tz::TimeZone::get("America/New_York").unwrap());
         assert_eq!(t.render(&ny).unwrap(), "20260701-1730-0400.tar");
+    }
+
+    #[test]
+    fn the_name_pattern_matches_every_rendering_and_nothing_else() {
+        let t = FilenameTemplate::new(crate::config::DEFAULT_FILENAME, "tar.gz", "").unwrap();
+        let re = t.name_pattern();
+        for name in [
+            "backup-2026-11-22T09-05-07.tar.gz",
+            "backup-2026-11-22T09-05-07.tar.zst",
+            "backup-1999-01-01T00-00-00.tar.gz.age",
+            "backup-2026-11-22T09-05-07.tar.gpg",
+        ] {
+            assert!(re.is_match(name), "{name} {re}");
+        }
+        for name in [
+            "notes.txt",
+            "backup-2026-11-22T09-05-07.tar.gz.sha256",
+            "backup-2026-11-22T09-05-07.tar.gz.001",
+            "backup-latest.tar.gz",
+            "xbackup-2026-11-22T09-05-07.tar.gz",
+        ] {
+            assert!(!re.is_match(name), "{name} {re}");
+        }
+        let t = FilenameTemplate::new("db-%-d.%b.%Y (%:z)+{{ .Extension }}", "tar", "").unwrap();
+        let re = t.name_pattern();
+        let name = t
+            .render(&at("2026-07-01T23:30:00", "Europe/Berlin"))
+            .unwrap();
+        assert!(re.is_match(&name), "{name} {re}");
+        assert!(!re.is_match("db-1.Jul.2026 (+02:00)xtar"), "{re}");
     }
 
     #[test]

@@ -19,9 +19,13 @@ pub mod storage;
 pub use notify::capture::{CaptureLayer, RUN_SPAN};
 
 mod archive;
+mod catalog;
+mod commit;
 mod docker;
 mod duration;
+mod fetch;
 mod filename;
+mod manifest;
 mod net;
 mod notify;
 mod pipeline;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use dunnage::commands;
+use dunnage::commands::verify::Level;
 use dunnage::config::{self, Config, Vars};
 use dunnage::storage::Backend;
 use tokio::sync::watch;
@@ -67,6 +68,51 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Restore a backup into a folder (default: back into BACKUP_SOURCES, stopping the
+    /// labeled containers meanwhile). Exit 0 restored, 1 failed or entries refused, 2 bad
+    /// usage, 3 the backup could not be read.
+    Restore {
+        /// A backup's name as `dunnage list` shows it, or `latest`.
+        name: String,
+        /// The conf.d file's schedule (needed when there are several).
+        #[arg(long, value_name = "NAME")]
+        config: Option<String>,
+        /// Restore from this destination (default: the first that has the backup).
+        #[arg(long, value_name = "DESTINATION", value_parser = parse_backend)]
+        from: Option<Backend>,
+        /// Extract here instead of back into BACKUP_SOURCES (names as stored, like tar -x).
+        #[arg(long, value_name = "DIR")]
+        target: Option<std::path::PathBuf>,
+        /// Drop this many leading folders from every name.
+        #[arg(long, value_name = "N")]
+        strip_components: Option<usize>,
+        /// Replace files that exist in the target (needed when it is not empty).
+        #[arg(long)]
+        overwrite: bool,
+        /// Restoring in place: back up what is there first.
+        #[arg(long)]
+        safety_backup: bool,
+    },
+    /// Check stored backups against their manifests. Exit 0 verified, 1 damaged or
+    /// missing, 3 could not be checked.
+    Verify {
+        /// A backup's name, `latest` or `all`.
+        #[arg(default_value = "latest")]
+        name: String,
+        /// Only this conf.d file's schedule.
+        #[arg(long, value_name = "NAME")]
+        config: Option<String>,
+        /// Only this destination.
+        #[arg(long, value_name = "DESTINATION", value_parser = parse_backend)]
+        from: Option<Backend>,
+        /// size (listing against the manifest), hash (download and SHA-256) or read
+        /// (decrypt, decompress and read every entry).
+        #[arg(long, default_value = "hash", value_parser = parse_level)]
+        level: Level,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply the retention policy now.
     Prune {
         /// Show what would be deleted and why, delete nothing.
@@ -84,6 +130,10 @@ fn parse_backend(raw: &str) -> Result<Backend, String> {
     })
 }
 
+fn parse_level(raw: &str) -> Result<Level, String> {
+    Level::parse(raw).ok_or_else(|| format!("{raw:?} is not a level: expected size, hash or read"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse_from(args());
     init_logging();
@@ -95,6 +145,8 @@ fn main() -> ExitCode {
             Command::Backup { config }
             | Command::List { config, .. }
             | Command::Prune { config, .. }
+            | Command::Restore { config, .. }
+            | Command::Verify { config, .. }
             | Command::Check { config, .. },
         ) => config.as_deref(),
         _ => None,
@@ -142,6 +194,51 @@ fn main() -> ExitCode {
         }),
         Some(Command::Backup { .. }) => {
             runtime(|shutdown| async move { exit(commands::backup::run(&configs, shutdown).await) })
+        }
+        Some(Command::Verify {
+            name,
+            from,
+            level,
+            json,
+            ..
+        }) => runtime(move |_| async move {
+            let results = commands::verify::run(&configs, &name, from, level).await;
+            ExitCode::from(commands::verify::print(
+                &results,
+                json,
+                &mut std::io::stdout(),
+            ))
+        }),
+        Some(Command::Restore {
+            name,
+            from,
+            target,
+            strip_components,
+            overwrite,
+            safety_backup,
+            ..
+        }) => {
+            let [config] = configs.as_slice() else {
+                eprintln!(
+                    "restore: there are {} schedules; choose one with --config NAME",
+                    configs.len()
+                );
+                return ExitCode::from(EXIT_CONFIG);
+            };
+            let config = config.clone();
+            let request = commands::restore::Request {
+                which: name,
+                from,
+                target,
+                strip_components,
+                overwrite,
+                safety_backup,
+            };
+            runtime(move |_| async move {
+                ExitCode::from(
+                    commands::restore::run(&config, &request, &mut std::io::stdout()).await,
+                )
+            })
         }
         Some(Command::Prune { dry_run, .. }) => runtime(move |_| async move {
             exit(commands::prune::run(&configs, dry_run, &mut std::io::stdout()).await)

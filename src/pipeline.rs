@@ -13,9 +13,12 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use crate::archive::{self, ArchiveError, ArchiveStats, Codec, Encryption};
+use crate::catalog;
+use crate::commit;
+use crate::manifest::{self, Manifest, TarCounts};
 use crate::progress::{self, Progress};
 use crate::spool;
-use crate::storage::{self, Backend, ErrorKind, LocalStorage, Storage, StorageError, Stored};
+use crate::storage::{Backend, ErrorKind, LocalStorage, Storage, StorageError, Stored};
 use crate::stream::{self, ByteStream};
 
 /// What one pass reads and how it writes it.
@@ -34,6 +37,10 @@ pub struct Job<'a> {
     pub latest_symlink: Option<&'a str>,
     /// `BACKUP_PROGRESS_INTERVAL`: how often a progress line is logged; `None` for never.
     pub progress_interval: Option<std::time::Duration>,
+    /// `BACKUP_SPLIT_SIZE`: store the archive as parts of this many bytes.
+    pub split: Option<u64>,
+    /// The schedule's name, for the manifest.
+    pub schedule: &'a str,
 }
 
 /// What a pass produced: the archive's statistics and each destination's outcome, in the
@@ -42,6 +49,8 @@ pub struct Job<'a> {
 pub struct Produced {
     pub archive: ArchiveStats,
     pub stored: Vec<(Backend, Result<Stored, StorageError>)>,
+    /// Problems that did not fail the pass (a manifest that could not be stored).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +95,9 @@ pub async fn run(
             e => format!(", encrypted with {e}"),
         }
     );
+    let created = jiff::Zoned::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string();
     let (writer, data) = stream::channel();
     let progress = Arc::new(Progress::default());
     let data: ByteStream = {
@@ -125,21 +137,35 @@ pub async fn run(
         }
         produced
     };
-    let (stored, produced) = match job.spool_dir {
-        None => tokio::join!(storage::put_all(destinations, job.name, data), producer),
+    let ((mut stored, digests), produced) = match job.spool_dir {
+        None => tokio::join!(
+            commit::store(destinations, job.name, data, job.split),
+            producer
+        ),
         Some(dir) => {
             let (spooled, produced) = tokio::join!(spool::write(data, dir, job.name), producer);
-            let stored = store_spooled(destinations, job.name, spooled).await;
+            let stored = store_spooled(destinations, job, spooled).await;
             (stored, produced)
         }
     };
     let produced = produced.map_err(|e| PipelineError::Internal(e.to_string()))?;
-    let outcomes: Vec<(Backend, Result<Stored, StorageError>)> = destinations
-        .iter()
-        .map(|d| d.backend())
-        .zip(stored)
-        .collect();
-    let archive = judge(produced, &outcomes)?;
+    let backends = destinations.iter().map(|d| d.backend());
+    let archive = judge(
+        produced,
+        &backends.clone().zip(stored.clone()).collect::<Vec<_>>(),
+    )?;
+    let manifest = manifest_for(job, created, &archive, digests);
+    let mut warnings = Vec::new();
+    commit::write_manifests(destinations, &mut stored, &manifest, &mut warnings).await;
+    let outcomes: Vec<(Backend, Result<Stored, StorageError>)> = backends.zip(stored).collect();
+    if outcomes.iter().all(|(_, r)| r.is_err()) {
+        return Err(PipelineError::Stores(
+            outcomes
+                .into_iter()
+                .filter_map(|(b, r)| r.err().map(|e| (b, e)))
+                .collect(),
+        ));
+    }
     for (backend, result) in &outcomes {
         if let Err(e) = result {
             tracing::error!("storing the archive in {backend} failed: {e}");
@@ -149,15 +175,50 @@ pub async fn run(
         .iter()
         .any(|(b, r)| *b == Backend::Local && r.is_ok());
     if let (true, Some(link)) = (local_stored, job.latest_symlink) {
+        // A split backup has no one file to point at: its manifest names the parts.
+        let target = if job.split.is_some() {
+            catalog::manifest_name(job.name)
+        } else {
+            job.name.to_owned()
+        };
         LocalStorage::new(job.archive_dir)
-            .update_symlink(link, job.name)
+            .update_symlink(link, &target)
             .await
             .map_err(|e| PipelineError::Stores(vec![(Backend::Local, e)]))?;
     }
     Ok(Produced {
         archive,
         stored: outcomes,
+        warnings,
     })
+}
+
+fn manifest_for(
+    job: &Job<'_>,
+    created: String,
+    archive: &ArchiveStats,
+    digests: commit::Digests,
+) -> Manifest {
+    Manifest {
+        format: manifest::FORMAT,
+        name: job.name.to_owned(),
+        created,
+        dunnage: env!("CARGO_PKG_VERSION").to_owned(),
+        schedule: job.schedule.to_owned(),
+        sources: vec![job.sources.display().to_string()],
+        compression: job.codec.name().to_owned(),
+        encryption: job.encryption.method().to_owned(),
+        recipients: job.encryption.recipients(),
+        size: digests.size,
+        sha256: digests.sha256,
+        parts: digests.parts,
+        tar: TarCounts {
+            entries: archive.entries,
+            files: archive.files,
+            file_bytes: archive.file_bytes,
+            bytes: archive.tar_bytes,
+        },
+    }
 }
 
 /// Stops a task when the run that started it ends, however it ends.
@@ -173,10 +234,13 @@ impl Drop for AbortOnDrop {
 /// read, and only now does the (possibly slow) store begin.
 async fn store_spooled(
     destinations: &[&dyn Storage],
-    name: &str,
+    job: &Job<'_>,
     spooled: Result<spool::SpoolFile, StorageError>,
-) -> Vec<Result<Stored, StorageError>> {
-    let every = |e: StorageError| destinations.iter().map(|_| Err(e.clone())).collect();
+) -> (Vec<Result<Stored, StorageError>>, commit::Digests) {
+    let every = |e: StorageError| {
+        let failed = destinations.iter().map(|_| Err(e.clone())).collect();
+        (failed, commit::Digests::default())
+    };
     let file = match spooled {
         Ok(file) => file,
         Err(e) => return every(e),
@@ -190,7 +254,7 @@ async fn store_spooled(
         Ok(stream) => stream,
         Err(e) => return every(StorageError::io("reading the spool file", e)),
     };
-    storage::put_all(destinations, name, stream).await
+    commit::store(destinations, job.name, stream, job.split).await
 }
 
 /// The pass's outcome from the archive stage's and the destinations' results: the archive

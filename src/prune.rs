@@ -9,23 +9,26 @@
 //! - `_KEEP_DAILY/_WEEKLY/_MONTHLY/_YEARLY` N: the newest backup of each of the N most
 //!   recent days / ISO weeks / months / years that have one.
 //!
-//! Only names in the destination's folder starting with `BACKUP_PRUNING_PREFIX` are
-//! candidates. Safety rule (reference): if every candidate would be deleted, nothing is.
+//! Candidates are this schedule's backups as [`crate::catalog`] groups them (a backup with
+//! its manifest and parts is one candidate). Safety rule (reference): if every candidate
+//! would be deleted, nothing is.
 
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 
+use crate::catalog::{self, Selector};
 pub use crate::storage::Entry;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{ErrorKind, Storage, StorageError, partial};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// `BACKUP_RETENTION_DAYS`; `None` when negative (off).
     pub days: Option<u32>,
     pub leeway: Duration,
-    pub prefix: String,
+    /// `BACKUP_PRUNING_PREFIX` and the `BACKUP_FILENAME` pattern: which names are ours.
+    pub select: Selector,
     pub keep_last: u32,
     pub keep_daily: u32,
     pub keep_weekly: u32,
@@ -79,7 +82,7 @@ impl Plan {
 pub fn plan(entries: &[Entry], policy: &Policy, now: &Zoned) -> Plan {
     let mut candidates: Vec<Entry> = entries
         .iter()
-        .filter(|e| e.name.starts_with(&policy.prefix))
+        .filter(|e| e.name.starts_with(&policy.select.prefix))
         .cloned()
         .collect();
     // Newest first; equal times ordered by name so the result never depends on listing order.
@@ -146,7 +149,7 @@ pub fn plan(entries: &[Entry], policy: &Policy, now: &Zoned) -> Plan {
     let refused = (doomed > 0 && doomed == decisions.len()).then(|| {
         format!(
             "retention would delete all {doomed} backup(s) matching prefix {:?}; deleting none",
-            policy.prefix
+            policy.select.prefix
         )
     });
     Plan { decisions, refused }
@@ -197,24 +200,29 @@ fn keep_per_bucket(
 /// What pruning did on one destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PruneReport {
-    /// Candidates (names with the prefix) found.
+    /// Candidates (this schedule's backups) found.
     pub total: usize,
+    /// The backups deleted (each with its manifest and parts).
     pub deleted: Vec<String>,
+    /// Unfinished split sets and orphaned manifests removed.
+    pub unfinished: Vec<String>,
     /// Deletions that failed, with the error.
     pub errors: Vec<String>,
     /// The safety rule's message, when it applied.
     pub refused: Option<String>,
 }
 
-/// Lists `storage`, plans with `policy`, and deletes. A failed listing deletes nothing;
-/// failed deletions are reported and do not stop the others.
+/// Lists `storage`, plans with `policy`, and deletes (a backup's manifest first, then its
+/// archive or parts). A failed listing deletes nothing; failed deletions are reported and do
+/// not stop the others. Unfinished sets nobody wrote to for an hour are removed too.
 pub async fn apply(
     storage: &dyn Storage,
     policy: &Policy,
     now: &Zoned,
 ) -> Result<PruneReport, StorageError> {
-    let entries = storage.list().await?;
-    let plan = plan(&entries, policy, now);
+    let catalog = catalog::group(&storage.list().await?, &policy.select);
+    let summaries: Vec<Entry> = catalog.backups.iter().map(summary).collect();
+    let plan = plan(&summaries, policy, now);
     let mut report = PruneReport {
         total: plan.decisions.len(),
         refused: plan.refused.clone(),
@@ -224,7 +232,10 @@ pub async fn apply(
         tracing::warn!("{}: {why}", storage.backend());
     }
     for entry in plan.deletions() {
-        match storage.delete(&entry.name).await {
+        let Some(backup) = catalog.find(&entry.name) else {
+            continue;
+        };
+        match delete_backup(storage, backup).await {
             Ok(()) => {
                 tracing::info!("{}: pruned {}", storage.backend(), entry.name);
                 report.deleted.push(entry.name.clone());
@@ -235,7 +246,48 @@ pub async fn apply(
             }
         }
     }
+    let stale = catalog.unfinished.iter().filter(|b| {
+        now.timestamp().duration_since(b.modified)
+            >= partial::STALE_AFTER.try_into().unwrap_or_default()
+    });
+    for backup in stale {
+        match delete_backup(storage, backup).await {
+            Ok(()) => {
+                tracing::warn!(
+                    "{}: removed {}, a split backup left unfinished by an interrupted run",
+                    storage.backend(),
+                    backup.name
+                );
+                report.unfinished.push(backup.name.clone());
+            }
+            Err(e) => report.errors.push(format!("{}: {e}", backup.name)),
+        }
+    }
     Ok(report)
+}
+
+/// A backup as retention sees it: one name, its size and time.
+pub fn summary(backup: &catalog::Backup) -> Entry {
+    Entry {
+        name: backup.name.clone(),
+        size: backup.size,
+        modified: backup.modified,
+    }
+}
+
+/// Deletes every object of `backup`, manifest first; already gone counts as deleted.
+pub async fn delete_backup(
+    storage: &dyn Storage,
+    backup: &catalog::Backup,
+) -> Result<(), StorageError> {
+    for name in backup.names() {
+        match storage.delete(name).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -346,7 +398,10 @@ mod tests {
             ago("files-1", 30 * DAY),
         ];
         let with_prefix = |prefix: &str| Policy {
-            prefix: prefix.into(),
+            select: Selector {
+                prefix: prefix.into(),
+                pattern: None,
+            },
             ..days(7)
         };
         assert_eq!(

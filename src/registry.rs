@@ -21,6 +21,8 @@ pub enum Feature {
     GoogleDrive,
     Encryption,
     Age,
+    /// Keys that open encrypted backups for restore and verify.
+    Restore,
     Notifications,
     HealthCheck,
 }
@@ -47,6 +49,7 @@ impl Feature {
                 | Feature::Notifications
                 | Feature::Age
                 | Feature::Encryption
+                | Feature::Restore
         )
     }
 
@@ -66,6 +69,7 @@ impl Feature {
             Feature::GoogleDrive => "the Google Drive destination",
             Feature::Encryption => "OpenPGP encryption",
             Feature::Age => "age encryption",
+            Feature::Restore => "restore and verify",
             Feature::Notifications => "notifications",
             Feature::HealthCheck => "health pings",
         }
@@ -136,6 +140,7 @@ pub static VARIABLES: &[VarSpec] = &[
     var("GZIP_PARALLELISM", Some("0"), Archive),
     var("BACKUP_COMPRESSION_THREADS", Some("0"), Archive),
     var("BACKUP_PROGRESS_INTERVAL", Some("1m"), Archive),
+    var("BACKUP_SPLIT_SIZE", Some("0"), Archive),
     var(
         "BACKUP_FILENAME",
         Some("backup-%Y-%m-%dT%H-%M-%S.{{ .Extension }}"),
@@ -244,6 +249,10 @@ pub static VARIABLES: &[VarSpec] = &[
     key(var("GPG_PUBLIC_KEY_RING", None, Encryption)),
     key(secret("AGE_PASSPHRASE", Age)),
     key(var("AGE_PUBLIC_KEYS", None, Age)),
+    // Restore and verify: what opens encrypted backups
+    secret("AGE_IDENTITIES", Restore),
+    secret("GPG_SECRET_KEY_RING", Restore),
+    secret("GPG_SECRET_KEY_PASSPHRASE", Restore),
     // Notifications
     key(secret("NOTIFICATION_URLS", Notifications)),
     var("NOTIFICATION_LEVEL", Some("error"), Notifications),

@@ -254,7 +254,7 @@ mod tests {
             entries: 3,
             files: 2,
             file_bytes: 40 << 20,
-            warnings: Vec::new(),
+            ..Default::default()
         });
         let mut local = stored(Backend::Local);
         local.stored.as_mut().unwrap().bytes = 10 << 20;

@@ -45,6 +45,15 @@ impl Codec {
         }
     }
 
+    /// The format's name in manifests.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Codec::None => "none",
+            Codec::Gzip { .. } => "gzip",
+            Codec::Zstd { .. } => "zstd",
+        }
+    }
+
     /// The archive's extension, as `{{ .Extension }}` renders it.
     pub fn extension(&self) -> &'static str {
         match self {

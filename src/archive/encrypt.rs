@@ -64,6 +64,26 @@ impl fmt::Display for Encryption {
 }
 
 impl Encryption {
+    /// The method's name in manifests.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Encryption::None => "none",
+            Encryption::AgePassphrase(_) => "age-passphrase",
+            Encryption::AgeRecipients(_) => "age-recipients",
+            Encryption::GpgPassphrase(_) => "gpg-passphrase",
+            Encryption::GpgKeyring { .. } => "gpg-keyring",
+        }
+    }
+
+    /// Who can decrypt, without a secret: age public keys or OpenPGP fingerprints.
+    pub fn recipients(&self) -> Vec<String> {
+        match self {
+            Encryption::AgeRecipients(keys) => keys.clone(),
+            Encryption::GpgKeyring { fingerprints, .. } => fingerprints.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Appended to the archive's name: `.age` or `.gpg` (as the reference).
     pub fn suffix(&self) -> &'static str {
         match self {

@@ -7,7 +7,9 @@
 
 mod compress;
 mod encrypt;
+pub mod extract;
 mod openpgp;
+pub mod read;
 mod tarball;
 
 use std::io::{self, BufWriter, Write};
@@ -37,6 +39,8 @@ pub struct ArchiveStats {
     pub files: u64,
     /// Bytes of file content read.
     pub file_bytes: u64,
+    /// Bytes of the tar stream (before compression).
+    pub tar_bytes: u64,
     /// Files that vanished or changed while being read, one message each.
     pub warnings: Vec<String>,
 }
@@ -90,13 +94,40 @@ fn write_tar<W: Write>(
     out: W,
     progress: Arc<Progress>,
 ) -> Result<ArchiveStats, ArchiveError> {
-    let mut walker = TarWalker::new(BufWriter::with_capacity(WRITE_BUF, out), exclude, progress);
+    let counted = Counting {
+        inner: out,
+        bytes: 0,
+    };
+    let mut walker = TarWalker::new(
+        BufWriter::with_capacity(WRITE_BUF, counted),
+        exclude,
+        progress,
+    );
     for source in sources {
         walker.add_tree(Path::new(source))?;
     }
-    let (buffered, stats) = walker.finish()?;
-    buffered
+    let (buffered, mut stats) = walker.finish()?;
+    let counted = buffered
         .into_inner()
         .map_err(|e| ArchiveError::Output(e.into_error()))?;
+    stats.tar_bytes = counted.bytes;
     Ok(stats)
+}
+
+/// Counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }

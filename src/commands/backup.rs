@@ -244,6 +244,8 @@ async fn archive_and_store(
         archive_dir: &config.archive_dir,
         latest_symlink: config.latest_symlink.as_deref(),
         progress_interval: config.progress_interval,
+        split: config.split,
+        schedule: &config.name,
     };
     let (released, sources_read) = tokio::sync::oneshot::channel();
     let restart = async {
@@ -270,6 +272,7 @@ async fn archive_and_store(
     stats
         .warnings
         .extend(produced.archive.warnings.iter().cloned());
+    stats.warnings.extend(produced.warnings.iter().cloned());
     Ok(produced)
 }
 

@@ -1,5 +1,6 @@
 //! `dunnage list`: the backups each schedule has in each destination, oldest first, as
-//! retention sees them (names with `BACKUP_PRUNING_PREFIX`, no unfinished uploads). Text for
+//! retention sees them ([`crate::catalog`]: a backup with its manifest and parts is one line;
+//! no unfinished uploads). Text for
 //! people, `--json` for scripts. A destination that cannot be listed is reported and makes
 //! the command fail; the others are still listed.
 
@@ -7,6 +8,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use crate::catalog;
 use crate::config::Config;
 use crate::progress::human_bytes;
 use crate::storage::{self, Backend, Entry};
@@ -27,6 +29,10 @@ pub enum Item {
         name: String,
         size: u64,
         modified: String,
+        /// Objects the archive is stored as (1 unless split).
+        parts: usize,
+        /// Whether its manifest is stored (older runs and the reference's archives have none).
+        manifest: bool,
     },
     Failed {
         error: String,
@@ -66,22 +72,23 @@ fn failed(config: &Config, backend: Backend, error: String) -> Listed {
 }
 
 /// This schedule's backups among `entries`, oldest first.
-fn backups(config: &Config, backend: Backend, mut entries: Vec<Entry>) -> Vec<Listed> {
-    entries.retain(|e| e.name.starts_with(&config.retention.prefix));
-    entries.sort_by(|a, b| (a.modified, &a.name).cmp(&(b.modified, &b.name)));
-    entries
+fn backups(config: &Config, backend: Backend, entries: Vec<Entry>) -> Vec<Listed> {
+    catalog::group(&entries, &config.retention.select)
+        .backups
         .into_iter()
-        .map(|e| Listed {
+        .map(|b| Listed {
             schedule: config.name.clone(),
             destination: backend.name(),
             item: Item::Backup {
-                modified: e
+                modified: b
                     .modified
                     .to_zoned(config.time_zone.clone())
                     .strftime("%Y-%m-%dT%H:%M:%S%:z")
                     .to_string(),
-                name: e.name,
-                size: e.size,
+                parts: b.objects.len(),
+                manifest: b.manifest.is_some(),
+                name: b.name,
+                size: b.size,
             },
         })
         .collect()
@@ -101,12 +108,20 @@ pub fn print(listed: &[Listed], json: bool, out: &mut impl Write) -> bool {
                 name,
                 size,
                 modified,
+                parts,
+                manifest,
             } => writeln!(
                 out,
-                "[{}] {}: {name}  {}  {modified}",
+                "[{}] {}: {name}  {}  {modified}{}{}",
                 l.schedule,
                 l.destination,
-                human_bytes(*size)
+                human_bytes(*size),
+                if *parts > 1 {
+                    format!("  {parts} parts")
+                } else {
+                    String::new()
+                },
+                if *manifest { "" } else { "  (no manifest)" },
             ),
             Item::Failed { error } => {
                 writeln!(out, "[{}] {}: FAILED: {error}", l.schedule, l.destination)
@@ -139,6 +154,7 @@ mod tests {
         )
         .unwrap();
         config.name = "db".into();
+        config.retention.select.pattern = None;
         let listed = backups(
             &config,
             Backend::Local,
@@ -146,6 +162,9 @@ mod tests {
                 entry("db-2.tar.gz", 200),
                 entry("notes.txt", 50),
                 entry("db-1.tar.gz", 100),
+                entry("db-3.tar.gz.001", 300),
+                entry("db-3.tar.gz.002", 301),
+                entry("db-3.tar.gz.sha256", 302),
             ],
         );
         let names: Vec<&str> = listed
@@ -155,13 +174,14 @@ mod tests {
                 Item::Failed { .. } => "",
             })
             .collect();
-        assert_eq!(names, ["db-1.tar.gz", "db-2.tar.gz"]);
+        assert_eq!(names, ["db-1.tar.gz", "db-2.tar.gz", "db-3.tar.gz"]);
         let mut text = Vec::new();
         assert!(print(&listed, false, &mut text));
         assert_eq!(
             String::from_utf8(text).unwrap(),
-            "[db] Local: db-1.tar.gz  2.0 KiB  1970-01-01T00:01:40+00:00\n\
-             [db] Local: db-2.tar.gz  2.0 KiB  1970-01-01T00:03:20+00:00\n"
+            "[db] Local: db-1.tar.gz  2.0 KiB  1970-01-01T00:01:40+00:00  (no manifest)\n\
+             [db] Local: db-2.tar.gz  2.0 KiB  1970-01-01T00:03:20+00:00  (no manifest)\n\
+             [db] Local: db-3.tar.gz  4.0 KiB  1970-01-01T00:05:02+00:00  2 parts\n"
         );
         let mut json = Vec::new();
         let mut with_failure = listed;
@@ -170,7 +190,9 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(value[0]["name"], "db-1.tar.gz");
         assert_eq!(value[0]["size"], 2048);
-        assert_eq!(value[2]["destination"], "S3");
-        assert_eq!(value[2]["error"], "listing failed");
+        assert_eq!(value[2]["parts"], 2);
+        assert_eq!(value[2]["manifest"], true);
+        assert_eq!(value[3]["destination"], "S3");
+        assert_eq!(value[3]["error"], "listing failed");
     }
 }

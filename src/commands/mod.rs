@@ -15,5 +15,7 @@ pub mod check;
 pub mod list;
 pub mod prune;
 pub mod recover;
+pub mod restore;
 pub mod scheduler;
 pub mod startup;
+pub mod verify;

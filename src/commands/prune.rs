@@ -134,11 +134,13 @@ async fn dry_run_one(config: &Config, storage: &dyn Storage, say: &mut impl FnMu
         }
     };
     let now = Zoned::now().with_time_zone(config.time_zone.clone());
-    let plan = prune::plan(&entries, &config.retention, &now);
+    let catalog = crate::catalog::group(&entries, &config.retention.select);
+    let summaries: Vec<_> = catalog.backups.iter().map(prune::summary).collect();
+    let plan = prune::plan(&summaries, &config.retention, &now);
     if plan.decisions.is_empty() {
         say(format!(
             "no backups match prefix {:?}",
-            config.retention.prefix
+            config.retention.select.prefix
         ));
     }
     let refused = plan.refused.is_some();

@@ -3,6 +3,7 @@
 //! configuration; never a plain backup when encryption was asked for.
 
 use super::Parser;
+use crate::archive::read::{self, Keys};
 use crate::archive::{Encryption, age_recipient, recipient_fingerprints};
 
 const METHODS: [&str; 4] = [
@@ -58,6 +59,30 @@ impl Parser<'_> {
                 );
                 Encryption::None
             }
+        }
+    }
+
+    /// What opens encrypted backups for restore and verify: the passphrases used for
+    /// backups, `AGE_IDENTITIES` and `GPG_SECRET_KEY_RING` (each checked now).
+    pub(super) fn keys(&mut self) -> Keys {
+        let age_identities = self.optional("AGE_IDENTITIES");
+        if let Some(text) = &age_identities
+            && let Err(why) = read::age_identities(text)
+        {
+            self.problem("AGE_IDENTITIES", "", why);
+        }
+        let gpg_secret_keys = self.optional("GPG_SECRET_KEY_RING");
+        if let Some(text) = &gpg_secret_keys
+            && let Err(why) = read::gpg_secret_keys(text)
+        {
+            self.problem("GPG_SECRET_KEY_RING", "", why);
+        }
+        Keys {
+            age_passphrase: self.optional("AGE_PASSPHRASE"),
+            age_identities,
+            gpg_passphrase: self.optional("GPG_PASSPHRASE"),
+            gpg_secret_keys,
+            gpg_key_passphrase: self.optional("GPG_SECRET_KEY_PASSPHRASE"),
         }
     }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 
 use crate::archive::{Codec, Encryption};
+use crate::catalog::Selector;
 use crate::docker::DockerConfig;
 use crate::filename::{self, FilenameTemplate};
 use crate::net::RetryPolicy;
@@ -34,6 +35,26 @@ pub const DEFAULT_FILENAME: &str = "backup-%Y-%m-%dT%H-%M-%S.{{ .Extension }}";
 pub const DEFAULT_GZIP_LEVEL: u32 = 5;
 /// zstd's own default level.
 pub const DEFAULT_ZSTD_LEVEL: u32 = 3;
+/// A byte size: a number with an optional unit (see `BACKUP_SPLIT_SIZE`).
+pub(crate) fn parse_size(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    let digits = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let number: u64 = raw[..digits].parse().ok()?;
+    let factor: u64 = match raw[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
 /// Highest zstd level we accept: 20-22 ("ultra") need windows of 32-128 MiB per worker,
 /// which would break the fixed memory budget.
 pub const MAX_ZSTD_LEVEL: u32 = 19;
@@ -146,8 +167,12 @@ pub struct Config {
     pub docker: DockerConfig,
     /// `AGE_*` (and later `GPG_*`): how archives are encrypted.
     pub encryption: Encryption,
+    /// What opens encrypted backups for restore and verify.
+    pub keys: crate::archive::read::Keys,
     /// `BACKUP_PROGRESS_INTERVAL`: how often a running backup logs its progress.
     pub progress_interval: Option<Duration>,
+    /// `BACKUP_SPLIT_SIZE`: archives are stored as parts of this many bytes.
+    pub split: Option<u64>,
     /// `BACKUP_SPOOL`.
     pub spool: SpoolMode,
     /// `BACKUP_SPOOL_DIR`.
@@ -200,13 +225,16 @@ impl Config {
         let time_zone = p.time_zone();
 
         let encryption = p.encryption();
+        let keys = p.keys();
         let filename = p.filename(expand, codec.extension(), encryption.suffix());
         let exclude = p.exclude();
         let latest_symlink = p.latest_symlink(expand);
 
-        let retention = p.retention(expand);
+        let mut retention = p.retention(expand);
+        retention.select.pattern = filename.as_ref().map(FilenameTemplate::name_pattern);
         let skip_prune = p.skip_prune();
         let docker = p.docker();
+        let split = p.split_size();
         let spool = p.spool();
         let spool_dir = p.path("BACKUP_SPOOL_DIR");
         let progress_interval =
@@ -243,6 +271,8 @@ impl Config {
                 docker,
                 encryption,
                 progress_interval,
+                split,
+                keys,
                 spool,
                 spool_dir,
                 retry,
@@ -858,6 +888,26 @@ impl Parser<'_> {
             .ok()
     }
 
+    /// `BACKUP_SPLIT_SIZE`: `0` (off) or a size of at least 1 MiB such as `500MiB`, `2G`,
+    /// `4GB` (K, M, G, T and KiB... are powers of 1024; KB, MB, GB, TB of 1000).
+    fn split_size(&mut self) -> Option<u64> {
+        const KEY: &str = "BACKUP_SPLIT_SIZE";
+        let raw = self.string(KEY);
+        match parse_size(&raw) {
+            Some(0) => None,
+            Some(n) if n >= 1 << 20 => Some(n),
+            _ => {
+                self.problem(
+                    KEY,
+                    &raw,
+                    "expected 0 (do not split) or a size of at least 1MiB, such as 500MiB, 2G \
+                     or 4GB (K/M/G/T and KiB/MiB/GiB/TiB count in 1024s, KB/MB/GB/TB in 1000s)",
+                );
+                None
+            }
+        }
+    }
+
     fn exclude(&mut self) -> Option<regex::bytes::Regex> {
         let raw = self.optional("BACKUP_EXCLUDE_REGEXP")?;
         regex::bytes::Regex::new(&raw)
@@ -940,10 +990,13 @@ impl Parser<'_> {
             keep_monthly: keep("BACKUP_RETENTION_KEEP_MONTHLY"),
             keep_yearly: keep("BACKUP_RETENTION_KEEP_YEARLY"),
             leeway: self.leeway(),
-            prefix: if expand {
-                expand_vars(&prefix, self.vars)
-            } else {
-                prefix
+            select: Selector {
+                prefix: if expand {
+                    expand_vars(&prefix, self.vars)
+                } else {
+                    prefix
+                },
+                pattern: None,
             },
         }
     }
@@ -1242,7 +1295,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.retention.days, Some(7));
         assert_eq!(c.retention.leeway, Duration::from_secs(600));
-        assert_eq!(c.retention.prefix, "shop-");
+        assert_eq!(c.retention.select.prefix, "shop-");
         assert_eq!((c.retention.keep_daily, c.retention.keep_monthly), (7, 12));
         assert!(
             c.skips_prune(Backend::Local)

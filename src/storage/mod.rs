@@ -18,7 +18,7 @@ mod local;
 mod memory;
 mod object;
 mod open;
-mod partial;
+pub(crate) mod partial;
 mod parts;
 pub(crate) mod s3;
 pub(crate) mod sftp;

@@ -309,6 +309,7 @@ fn retention_zero_never_empties_the_destination() {
         .backup()
         .env("BACKUP_COMPRESSION", "none")
         .env("BACKUP_FILENAME", "backup-b.tar")
+        .env("BACKUP_PRUNING_PREFIX", "backup-")
         .env("BACKUP_RETENTION_DAYS", "0"));
     assert!(
         out.status.success(),
@@ -333,6 +334,7 @@ fn keep_rules_and_skip_backends_work_through_a_backup() {
         .backup()
         .env("BACKUP_COMPRESSION", "none")
         .env("BACKUP_FILENAME", "backup-0.tar")
+        .env("BACKUP_PRUNING_PREFIX", "backup-")
         .env("BACKUP_RETENTION_KEEP_LAST", "3")
         .env("BACKUP_SKIP_BACKENDS_FROM_PRUNE", "local"));
     assert!(out.status.success());
@@ -342,6 +344,7 @@ fn keep_rules_and_skip_backends_work_through_a_backup() {
         .backup()
         .env("BACKUP_COMPRESSION", "none")
         .env("BACKUP_FILENAME", "backup-00.tar")
+        .env("BACKUP_PRUNING_PREFIX", "backup-")
         .env("BACKUP_RETENTION_KEEP_LAST", "3"));
     assert!(out.status.success());
     assert_eq!(
@@ -357,6 +360,7 @@ fn prune_dry_run_explains_and_deletes_nothing() {
     old_backup(&s.out, "backup-new.tar", 1);
     let mut cmd = s.command(&["prune", "--dry-run"]);
     cmd.env("BACKUP_RETENTION_DAYS", "7")
+        .env("BACKUP_PRUNING_PREFIX", "backup-")
         .env("BACKUP_RETENTION_KEEP_MONTHLY", "1");
     let out = run(&mut cmd);
     assert!(out.status.success());

@@ -187,6 +187,7 @@ fn pruning_pages_through_the_folder_and_keeps_the_safety_rule() {
     fake.configure(&mut prune, "/app/deeper");
     prune
         .env("BACKUP_RETENTION_DAYS", "1")
+        .env("BACKUP_PRUNING_PREFIX", "backup-")
         .env("BACKUP_SKIP_BACKENDS_FROM_PRUNE", "local");
     let out = run(&mut prune);
     assert!(

@@ -91,6 +91,7 @@ fn round_trip_with_password_into_a_new_folder_and_pruning() {
     configure(&s, &mut prune, &safe);
     prune
         .env("BACKUP_RETENTION_DAYS", "1")
+        .env("BACKUP_PRUNING_PREFIX", "backup-")
         .env("BACKUP_SKIP_BACKENDS_FROM_PRUNE", "local");
     let out = run(&mut prune);
     assert!(

@@ -107,6 +107,7 @@ fn round_trip_folder_creation_and_pruning(dav: Dav) {
     dav.configure(&mut prune, &safe);
     prune
         .env("BACKUP_RETENTION_DAYS", "1")
+        .env("BACKUP_PRUNING_PREFIX", "backup-")
         .env("BACKUP_SKIP_BACKENDS_FROM_PRUNE", "local");
     let out = run(&mut prune);
     assert!(

@@ -70,8 +70,15 @@ impl Setup {
         cmd
     }
 
-    /// Names in the archive folder, hidden ones included, sorted.
+    /// Names in the archive folder, hidden ones included, sorted; manifests left out.
     pub fn archive_names(&self) -> Vec<String> {
+        let mut names = self.all_names();
+        names.retain(|n| !n.ends_with(".sha256"));
+        names
+    }
+
+    /// Names in the archive folder, hidden ones and manifests included, sorted.
+    pub fn all_names(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(&self.out)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

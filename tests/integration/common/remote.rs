@@ -56,13 +56,15 @@ pub fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Names in a folder a server serves, sorted, hidden ones included; empty if missing.
+/// Names in a folder a server serves, sorted, hidden ones included, manifests left out;
+/// empty if missing.
 pub fn names_in(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut names: Vec<String> = entries
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".sha256"))
         .collect();
     names.sort();
     names
@@ -183,6 +185,7 @@ impl S3 {
             .unwrap()
             .iter()
             .map(|o| o["key"].as_str().unwrap().to_owned())
+            .filter(|k| !k.ends_with(".sha256"))
             .collect();
         keys.sort();
         keys
@@ -264,6 +267,7 @@ impl Azure {
             .unwrap()
             .iter()
             .map(|o| o["name"].as_str().unwrap().to_owned())
+            .filter(|n| !n.ends_with(".sha256"))
             .collect();
         names.sort();
         names

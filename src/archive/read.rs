@@ -1,0 +1,307 @@
+//! Reading a stored backup back: stored bytes -> decrypt -> decompress -> tar stream, each
+//! layer recognised by its first bytes (not by the name), all streaming.
+//!
+//! age authenticates every 64 KiB chunk and marks the last one, so damage or a cut is an
+//! error where it happens. OpenPGP (SEIPD v1) is read in streaming mode: its MDC covers the
+//! whole message and is checked at the end, so a damaged message is reported when the
+//! stream ends (rPGP's default would hold up to 1 GiB in memory to check it first).
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read};
+
+use age::secrecy::SecretString;
+use pgp::composed::{Deserializable, Message, SignedSecretKey, TheRing};
+use pgp::types::Password;
+
+use crate::manifest::TarCounts;
+
+/// Read buffer in front of each layer.
+const READ_BUF: usize = 256 << 10;
+
+/// Passphrases and secret keys that open encrypted backups (from `AGE_PASSPHRASE`,
+/// `AGE_IDENTITIES`, `GPG_PASSPHRASE`, `GPG_SECRET_KEY_RING`, `GPG_SECRET_KEY_PASSPHRASE`).
+#[derive(Clone, Default)]
+pub struct Keys {
+    pub age_passphrase: Option<String>,
+    /// An age identity file (`AGE-SECRET-KEY-1...` lines) or an unencrypted SSH private key.
+    pub age_identities: Option<String>,
+    pub gpg_passphrase: Option<String>,
+    /// ASCII-armored OpenPGP secret keys.
+    pub gpg_secret_keys: Option<String>,
+    pub gpg_key_passphrase: Option<String>,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "***" } else { "-" };
+        f.debug_struct("Keys")
+            .field("age_passphrase", &set(&self.age_passphrase))
+            .field("age_identities", &set(&self.age_identities))
+            .field("gpg_passphrase", &set(&self.gpg_passphrase))
+            .field("gpg_secret_keys", &set(&self.gpg_secret_keys))
+            .finish()
+    }
+}
+
+/// Parses age identities: an identity file or an SSH private key.
+pub fn age_identities(text: &str) -> Result<Vec<Box<dyn age::Identity>>, String> {
+    if text.contains("-----BEGIN") {
+        let identity = age::ssh::Identity::from_buffer(text.as_bytes(), None)
+            .map_err(|e| format!("not an SSH private key: {e}"))?;
+        if let age::ssh::Identity::Encrypted(_) = identity {
+            return Err("the SSH key is protected by a passphrase; use an unprotected copy".into());
+        }
+        if let age::ssh::Identity::Unsupported(k) = identity {
+            return Err(format!("unsupported SSH key: {k:?}"));
+        }
+        return Ok(vec![Box::new(identity)]);
+    }
+    let file = age::IdentityFile::from_buffer(text.as_bytes())
+        .map_err(|e| format!("not an age identity file: {e}"))?;
+    let identities = file
+        .into_identities()
+        .map_err(|e| format!("not an age identity file: {e}"))?;
+    if identities.is_empty() {
+        return Err("holds no AGE-SECRET-KEY-1... line".into());
+    }
+    Ok(identities)
+}
+
+/// Parses every secret key in an armored OpenPGP keyring.
+pub fn gpg_secret_keys(text: &str) -> Result<Vec<SignedSecretKey>, String> {
+    let (keys, _) = SignedSecretKey::from_armor_many(text.as_bytes())
+        .map_err(|e| format!("not an ASCII-armored OpenPGP secret key: {e}"))?;
+    let keys: Vec<SignedSecretKey> = keys
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("a secret key does not parse: {e}"))?;
+    if keys.is_empty() {
+        return Err("holds no secret key".into());
+    }
+    Ok(keys)
+}
+
+/// Why a backup could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// It is encrypted and no key that could open it is configured.
+    #[error("{0}")]
+    NoKey(String),
+    /// A key is configured but does not open it.
+    #[error("{0}")]
+    WrongKey(String),
+    /// The stored bytes are not what they should be.
+    #[error("{0}")]
+    Damaged(String),
+    #[error("reading the backup failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// How a stored backup is encrypted, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Age,
+    AgeArmored,
+    Pgp,
+    Zstd,
+    Gzip,
+    Plain,
+}
+
+fn sniff(head: &[u8]) -> Layer {
+    if head.starts_with(b"age-encryption.org/") {
+        Layer::Age
+    } else if head.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----") {
+        Layer::AgeArmored
+    } else if head.starts_with(b"-----BEGIN PGP MESSAGE-----")
+        || head.first().is_some_and(|b| b & 0x80 != 0)
+    {
+        Layer::Pgp
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Layer::Zstd
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Layer::Gzip
+    } else {
+        Layer::Plain
+    }
+}
+
+fn peek(r: &mut impl BufRead) -> io::Result<Layer> {
+    Ok(sniff(r.fill_buf()?))
+}
+
+/// The tar stream inside `stored`: decrypted with `keys` when encrypted, decompressed.
+pub fn open(
+    stored: impl Read + Send + 'static,
+    keys: &Keys,
+) -> Result<Box<dyn Read + Send>, OpenError> {
+    let mut input = BufReader::with_capacity(READ_BUF, stored);
+    let plain: Box<dyn Read + Send> = match peek(&mut input)? {
+        Layer::Age => Box::new(open_age(input, keys)?),
+        Layer::AgeArmored => Box::new(open_age(
+            BufReader::new(age::armor::ArmoredReader::new(input)),
+            keys,
+        )?),
+        Layer::Pgp => open_pgp(Opaque(input), keys)?,
+        _ => Box::new(input),
+    };
+    let mut plain = BufReader::with_capacity(READ_BUF, plain);
+    Ok(match peek(&mut plain)? {
+        Layer::Zstd => Box::new(zstd::Decoder::with_buffer(plain).map_err(OpenError::Io)?),
+        Layer::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(plain)),
+        _ => Box::new(plain),
+    })
+}
+
+fn open_age<R: BufRead + Send + 'static>(
+    input: R,
+    keys: &Keys,
+) -> Result<impl Read + Send + 'static, OpenError> {
+    let decryptor = age::Decryptor::new_buffered(input)
+        .map_err(|e| OpenError::Damaged(format!("not a readable age file: {e}")))?;
+    let mut identities: Vec<Box<dyn age::Identity>> = Vec::new();
+    if decryptor.is_scrypt() {
+        let Some(passphrase) = &keys.age_passphrase else {
+            return Err(OpenError::NoKey(
+                "the backup is encrypted with an age passphrase; set AGE_PASSPHRASE".into(),
+            ));
+        };
+        let mut identity = age::scrypt::Identity::new(SecretString::from(passphrase.clone()));
+        identity.set_max_work_factor(22);
+        identities.push(Box::new(identity));
+    } else {
+        let Some(text) = &keys.age_identities else {
+            return Err(OpenError::NoKey(
+                "the backup is encrypted to age public keys; set AGE_IDENTITIES (or \
+                 AGE_IDENTITIES_FILE) to a matching identity file or SSH private key"
+                    .into(),
+            ));
+        };
+        identities =
+            age_identities(text).map_err(|e| OpenError::NoKey(format!("AGE_IDENTITIES: {e}")))?;
+    }
+    decryptor
+        .decrypt(identities.iter().map(|i| i.as_ref()))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys | age::DecryptError::DecryptionFailed => {
+                OpenError::WrongKey(format!(
+                    "the configured age key does not open this backup: {e}"
+                ))
+            }
+            e => OpenError::Damaged(format!("the age header is not valid: {e}")),
+        })
+}
+
+fn open_pgp<R: BufRead + fmt::Debug + Send + 'static>(
+    input: R,
+    keys: &Keys,
+) -> Result<Box<dyn Read + Send>, OpenError> {
+    let (message, _) = Message::from_reader(input)
+        .map_err(|e| OpenError::Damaged(format!("not a readable OpenPGP message: {e}")))?;
+    let secret_keys = match &keys.gpg_secret_keys {
+        Some(text) => gpg_secret_keys(text)
+            .map_err(|e| OpenError::NoKey(format!("GPG_SECRET_KEY_RING: {e}")))?,
+        None => Vec::new(),
+    };
+    if keys.gpg_passphrase.is_none() && secret_keys.is_empty() {
+        return Err(OpenError::NoKey(
+            "the backup is encrypted with OpenPGP; set GPG_PASSPHRASE or GPG_SECRET_KEY_RING"
+                .into(),
+        ));
+    }
+    let message_password = keys.gpg_passphrase.as_deref().map(Password::from);
+    let key_password = Password::from(keys.gpg_key_passphrase.as_deref().unwrap_or(""));
+    let ring = TheRing {
+        secret_keys: secret_keys.iter().collect(),
+        key_passwords: vec![&key_password],
+        message_password: message_password.iter().collect(),
+        decrypt_options: pgp::composed::DecryptionOptions::new()
+            .set_seipdv1_read_mode(pgp::types::Seipdv1ReadMode::Streaming),
+        ..Default::default()
+    };
+    let (message, _) = message.decrypt_the_ring(ring, true).map_err(|e| {
+        OpenError::WrongKey(format!(
+            "the configured OpenPGP key or passphrase does not open this backup: {e}"
+        ))
+    })?;
+    let message = message
+        .decompress()
+        .map_err(|e| OpenError::Damaged(format!("the OpenPGP message does not decompress: {e}")))?;
+    Ok(Box::new(PgpReader(message)))
+}
+
+/// A reader rPGP accepts (it wants `Debug`).
+struct Opaque<R>(R);
+
+impl<R> fmt::Debug for Opaque<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stored backup")
+    }
+}
+
+impl<R: Read> Read for Opaque<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: BufRead> BufRead for Opaque<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.0.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.0.consume(n)
+    }
+}
+
+/// rPGP's message as a plain `Read` (it owns its input).
+struct PgpReader(Message<'static>);
+
+impl Read for PgpReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+/// Reads every entry of the tar stream `tar` to its end (and the stream after the last
+/// entry, so the decompressor and the decryption check their final frames), counting.
+pub fn walk(tar: impl Read) -> io::Result<TarCounts> {
+    let mut counted = Counted {
+        inner: tar,
+        bytes: 0,
+    };
+    let mut counts = TarCounts::default();
+    {
+        let mut archive = tar::Archive::new(&mut counted);
+        let mut buf = vec![0; READ_BUF];
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            counts.entries += 1;
+            if entry.header().entry_type().is_file() {
+                counts.files += 1;
+                loop {
+                    match entry.read(&mut buf)? {
+                        0 => break,
+                        n => counts.file_bytes += n as u64,
+                    }
+                }
+            }
+        }
+    }
+    io::copy(&mut counted, &mut io::sink())?;
+    counts.bytes = counted.bytes;
+    Ok(counts)
+}
+
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
