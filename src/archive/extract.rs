@@ -44,6 +44,19 @@ pub struct Options {
     pub max_bytes: Option<u64>,
     /// Most entries to create.
     pub max_entries: Option<u64>,
+    /// Restore owners, device nodes, FIFOs and setuid/setgid bits: only when running as
+    /// root ([`Options::new`] sets it from the effective user).
+    pub privileged: bool,
+}
+
+impl Options {
+    /// Options for this process: privileged when running as root.
+    pub fn new() -> Self {
+        Options {
+            privileged: Uid::effective().is_root(),
+            ..Default::default()
+        }
+    }
 }
 
 /// What an extraction did.
@@ -108,6 +121,14 @@ fn sanitize(raw: &[u8], strip: usize) -> Result<Option<RelPath>, String> {
     Ok(Some(RelPath(parts.split_off(strip))))
 }
 
+/// What [`Extractor::set_attrs`] applies attributes to.
+#[derive(Clone, Copy)]
+enum Kind {
+    Folder,
+    Special,
+    Symlink,
+}
+
 /// Stored attributes applied after contents.
 struct Attrs {
     mode: u32,
@@ -132,37 +153,67 @@ struct Extractor<'a> {
     stripped_setid: bool,
 }
 
+/// An extraction that stopped, with what it did until then.
+#[derive(Debug)]
+pub struct Stopped {
+    pub error: ExtractError,
+    pub report: Report,
+}
+
 /// Extracts the tar stream `tar` into `target` (which must exist).
-pub fn extract(tar: impl Read, target: &Path, opts: &Options) -> Result<Report, ExtractError> {
+pub fn extract(tar: impl Read, target: &Path, opts: &Options) -> Result<Report, Stopped> {
     let root = openat(
         nix::fcntl::AT_FDCWD,
         target,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
-    .map_err(|e| ExtractError::Target {
-        path: target.to_path_buf(),
-        source: e.into(),
-    })?;
-    let mut x = Extractor {
-        root,
-        opts,
-        root_user: Uid::effective().is_root(),
+    .map_err(|e| Stopped {
+        error: ExtractError::Target {
+            path: target.to_path_buf(),
+            source: e.into(),
+        },
         report: Report::default(),
-        written: Default::default(),
-        symlinks: Vec::new(),
-        late_links: Vec::new(),
-        dirs: Vec::new(),
-        buf: vec![0; COPY_BUF],
-        parent: None,
-        stripped_setid: false,
-    };
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().map_err(ExtractError::Read)? {
-        let entry = entry.map_err(ExtractError::Read)?;
-        x.entry(entry)?;
+    })?;
+    let mut x = Extractor::new(root, opts);
+    match x.all(tar) {
+        Ok(()) => Ok(x.finish()),
+        Err(error) => {
+            // What was written stays; symlinks and folder attributes are still applied, so
+            // the partial result is what the archive says as far as it went.
+            Err(Stopped {
+                error,
+                report: x.finish(),
+            })
+        }
     }
-    x.finish()
+}
+
+impl<'a> Extractor<'a> {
+    fn new(root: OwnedFd, opts: &'a Options) -> Self {
+        Extractor {
+            root,
+            opts,
+            root_user: opts.privileged,
+            report: Report::default(),
+            written: Default::default(),
+            symlinks: Vec::new(),
+            late_links: Vec::new(),
+            dirs: Vec::new(),
+            buf: vec![0; COPY_BUF],
+            parent: None,
+            stripped_setid: false,
+        }
+    }
+
+    fn all(&mut self, tar: impl Read) -> Result<(), ExtractError> {
+        let mut archive = tar::Archive::new(tar);
+        for entry in archive.entries().map_err(ExtractError::Read)? {
+            let entry = entry.map_err(ExtractError::Read)?;
+            self.entry(entry)?;
+        }
+        Ok(())
+    }
 }
 
 impl Extractor<'_> {
@@ -357,8 +408,10 @@ impl Extractor<'_> {
         self.report.files += 1;
         let mode = self.allowed_mode(attrs.mode);
         let fd = file.as_fd();
-        let applied = nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode))
-            .and_then(|()| self.chown(fd, None, attrs))
+        // Owner first: chown clears setuid and setgid bits.
+        let applied = self
+            .chown(fd, None, attrs)
+            .and_then(|()| nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode)))
             .and_then(|()| {
                 nix::sys::stat::futimens(fd, &TimeSpec::UTIME_OMIT, &TimeSpec::new(attrs.mtime, 0))
             });
@@ -426,7 +479,7 @@ impl Extractor<'_> {
         mknodat(dir, leaf, sflag, Mode::from_bits_truncate(attrs.mode), dev)
             .map_err(|e| e.to_string())?;
         let dir = dir.try_clone().map_err(|e| e.to_string())?;
-        self.set_attrs(&dir, leaf, attrs, false);
+        self.set_attrs(&dir, leaf, attrs, Kind::Special);
         Ok(())
     }
 
@@ -458,42 +511,46 @@ impl Extractor<'_> {
         }
     }
 
-    /// Mode (not for symlinks), owner and mtime of `leaf` in `dir`, without following it.
-    fn set_attrs(&mut self, dir: &OwnedFd, leaf: &OsStr, attrs: &Attrs, symlink: bool) {
-        let mut result = Ok(());
-        if !symlink {
-            let mode = self.allowed_mode(attrs.mode);
-            result = nix::sys::stat::fchmodat(
-                dir,
-                leaf,
-                Mode::from_bits_truncate(mode),
-                FchmodatFlags::NoFollowSymlink,
-            )
-            .or_else(|e| {
-                if e == Errno::EOPNOTSUPP {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            });
-        }
-        let result = result
-            .and_then(|()| self.chown(dir.as_fd(), Some(leaf), attrs))
-            .and_then(|()| {
-                utimensat(
-                    dir,
-                    leaf,
-                    &TimeSpec::UTIME_OMIT,
-                    &TimeSpec::new(attrs.mtime, 0),
-                    UtimensatFlags::NoFollowSymlink,
-                )
-            });
+    /// Owner, mode (not for symlinks) and mtime of `leaf` in `dir`, without following it.
+    /// Owner first: chown clears setuid and setgid bits.
+    fn set_attrs(&mut self, dir: &OwnedFd, leaf: &OsStr, attrs: &Attrs, kind: Kind) {
+        let mode = Mode::from_bits_truncate(self.allowed_mode(attrs.mode));
+        let mtime = TimeSpec::new(attrs.mtime, 0);
+        let result = match kind {
+            Kind::Folder => {
+                let flags =
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                openat(dir, leaf, flags, Mode::empty()).and_then(|fd| {
+                    self.chown(fd.as_fd(), None, attrs)
+                        .and_then(|()| nix::sys::stat::fchmod(&fd, mode))
+                        .and_then(|()| nix::sys::stat::futimens(&fd, &TimeSpec::UTIME_OMIT, &mtime))
+                })
+            }
+            Kind::Special | Kind::Symlink => self
+                .chown(dir.as_fd(), Some(leaf), attrs)
+                .and_then(|()| match kind {
+                    // Just created by mknodat in a folder opened without following links.
+                    Kind::Special => {
+                        nix::sys::stat::fchmodat(dir, leaf, mode, FchmodatFlags::FollowSymlink)
+                    }
+                    _ => Ok(()),
+                })
+                .and_then(|()| {
+                    utimensat(
+                        dir,
+                        leaf,
+                        &TimeSpec::UTIME_OMIT,
+                        &mtime,
+                        UtimensatFlags::NoFollowSymlink,
+                    )
+                }),
+        };
         if let Err(e) = result {
             self.note(&format!("some metadata could not be restored: {e}"));
         }
     }
 
-    fn finish(mut self) -> Result<Report, ExtractError> {
+    fn finish(&mut self) -> Report {
         for (path, target, attrs) in std::mem::take(&mut self.symlinks) {
             let (parents, leaf) = path.split();
             let made = self.make_room(parents, leaf).and_then(|()| {
@@ -505,7 +562,7 @@ impl Extractor<'_> {
                 Ok(dir)
             });
             match made {
-                Ok(dir) => self.set_attrs(&dir, leaf, &attrs, true),
+                Ok(dir) => self.set_attrs(&dir, leaf, &attrs, Kind::Symlink),
                 Err(why) => self.refuse(&path.show(), why),
             }
         }
@@ -525,7 +582,7 @@ impl Extractor<'_> {
                 .parent_of(parents, false)
                 .and_then(|d| d.try_clone().map_err(|e| e.to_string()))
             {
-                Ok(dir) => self.set_attrs(&dir, leaf, &attrs, false),
+                Ok(dir) => self.set_attrs(&dir, leaf, &attrs, Kind::Folder),
                 Err(why) => self.refuse(&path.show(), why),
             }
         }
@@ -537,7 +594,7 @@ impl Extractor<'_> {
         if self.stripped_setid {
             self.note("setuid/setgid bits not restored: not running as root");
         }
-        Ok(self.report)
+        std::mem::take(&mut self.report)
     }
 }
 
@@ -572,5 +629,270 @@ fn copy(from: &mut impl Read, to: &mut File, buf: &mut [u8]) -> Result<u64, Copy
         };
         to.write_all(&buf[..n]).map_err(Copy::Write)?;
         total += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// A tar stream built record by record, names and link targets written raw (so hostile
+    /// names the tar crate's builder refuses can be made).
+    #[derive(Default)]
+    struct Tar(Vec<u8>);
+
+    impl Tar {
+        fn add(
+            &mut self,
+            kind: EntryType,
+            name: &str,
+            link: &str,
+            body: &[u8],
+            mode: u32,
+        ) -> &mut Self {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            h.set_entry_type(kind);
+            h.set_size(body.len() as u64);
+            h.set_mode(mode);
+            h.set_mtime(1_000_000_000);
+            h.set_cksum();
+            self.0.extend_from_slice(h.as_bytes());
+            self.0.extend_from_slice(body);
+            self.0.resize(self.0.len().div_ceil(512) * 512, 0);
+            self
+        }
+        fn file(&mut self, name: &str, body: &[u8]) -> &mut Self {
+            self.add(EntryType::Regular, name, "", body, 0o644)
+        }
+        fn bytes(&mut self) -> Vec<u8> {
+            let mut b = self.0.clone();
+            b.extend_from_slice(&[0; 1024]);
+            b
+        }
+    }
+
+    fn run(tar: &[u8], opts: &Options) -> (tempfile::TempDir, Result<Report, Stopped>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("target")).unwrap();
+        let result = extract(tar, &dir.path().join("target"), opts);
+        (dir, result)
+    }
+
+    /// Everything under `dir`, relative, sorted.
+    fn tree(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .into_iter()
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn hostile_names_are_refused_and_reported_and_nothing_lands_outside() {
+        let tar = Tar::default()
+            .file("/abs.txt", b"x")
+            .file("../up.txt", b"x")
+            .file("a/../../up2.txt", b"x")
+            .file("ok/fine.txt", b"fine")
+            .bytes();
+        let (dir, result) = run(&tar, &Options::default());
+        let report = result.unwrap();
+        assert_eq!(
+            tree(dir.path()),
+            ["target", "target/ok", "target/ok/fine.txt"]
+        );
+        assert_eq!(report.refused.len(), 3, "{:?}", report.refused);
+        assert!(
+            report.refused[0].contains("absolute"),
+            "{:?}",
+            report.refused
+        );
+        assert!(report.refused[1].contains(".."), "{:?}", report.refused);
+        assert_eq!(report.files, 1);
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_symlink_from_the_archive_or_the_target() {
+        let (dir, _) = run(&[], &Options::default());
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        // The archive makes `evil -> ../outside` and then writes through it.
+        let tar = Tar::default()
+            .add(EntryType::Symlink, "evil", "../outside", b"", 0o777)
+            .file("evil/pwned.txt", b"x")
+            .add(EntryType::Symlink, "abs", "/tmp", b"", 0o777)
+            .file("abs/pwned.txt", b"x")
+            .bytes();
+        let target = dir.path().join("target");
+        let report = extract(&tar[..], &target, &Options::default()).unwrap();
+        assert!(tree(&outside).is_empty(), "{:?}", tree(&outside));
+        assert!(!Path::new("/tmp/pwned.txt").exists());
+        // The files went into real folders; the symlinks could not replace them: reported.
+        assert!(target.join("evil").is_dir() && !target.join("evil").is_symlink());
+        assert_eq!(report.refused.len(), 2, "{:?}", report.refused);
+        // A symlink already in the target is never followed either, even with --overwrite.
+        let second = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&outside, second.path().join("evil")).unwrap();
+        let tar = Tar::default().file("evil/pwned.txt", b"x").bytes();
+        let opts = Options {
+            overwrite: true,
+            ..Default::default()
+        };
+        let report = extract(&tar[..], second.path(), &opts).unwrap();
+        assert!(tree(&outside).is_empty());
+        assert!(
+            report.refused[0].contains("not a folder"),
+            "{:?}",
+            report.refused
+        );
+    }
+
+    #[test]
+    fn hard_links_outside_the_archive_are_refused_and_inside_ones_made() {
+        let tar = Tar::default()
+            .file("data/a.txt", b"content")
+            .add(EntryType::Link, "data/b.txt", "data/a.txt", b"", 0o644)
+            .add(
+                EntryType::Link,
+                "data/passwd",
+                "../../etc/passwd",
+                b"",
+                0o644,
+            )
+            .add(EntryType::Link, "data/root", "/etc/passwd", b"", 0o644)
+            .bytes();
+        let (dir, result) = run(&tar, &Options::default());
+        let report = result.unwrap();
+        let target = dir.path().join("target");
+        let a = std::fs::metadata(target.join("data/a.txt")).unwrap();
+        let b = std::fs::metadata(target.join("data/b.txt")).unwrap();
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+        assert!(!target.join("data/passwd").exists() && !target.join("data/root").exists());
+        assert_eq!(report.refused.len(), 2, "{:?}", report.refused);
+    }
+
+    #[test]
+    fn devices_and_fifos_need_root_and_setuid_bits_are_dropped_without_it() {
+        let tar = Tar::default()
+            .add(EntryType::Char, "null", "", b"", 0o666)
+            .add(EntryType::Fifo, "pipe", "", b"", 0o644)
+            .add(EntryType::Regular, "suid", "", b"x", 0o4755)
+            .bytes();
+        let (dir, result) = run(&tar, &Options::default());
+        let report = result.unwrap();
+        assert_eq!(report.refused.len(), 2);
+        let mode = std::fs::metadata(dir.path().join("target/suid"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        assert!(
+            report.notes.iter().any(|n| n.contains("setuid")),
+            "{:?}",
+            report.notes
+        );
+        if Uid::effective().is_root() {
+            // Privileged, they are made as stored.
+            let opts = Options {
+                privileged: true,
+                ..Default::default()
+            };
+            let (dir, result) = run(&tar, &opts);
+            assert!(result.unwrap().refused.is_empty());
+            use std::os::unix::fs::FileTypeExt;
+            let target = dir.path().join("target");
+            assert!(
+                std::fs::symlink_metadata(target.join("pipe"))
+                    .unwrap()
+                    .file_type()
+                    .is_fifo()
+            );
+            assert!(
+                std::fs::symlink_metadata(target.join("null"))
+                    .unwrap()
+                    .file_type()
+                    .is_char_device()
+            );
+            let mode = std::fs::metadata(target.join("suid"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, 0o4755);
+        }
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_limit() {
+        let big = vec![0u8; 10_000];
+        let tar = Tar::default()
+            .file("a", &big)
+            .file("b", &big)
+            .file("c", &big)
+            .bytes();
+        let opts = Options {
+            max_bytes: Some(15_000),
+            ..Default::default()
+        };
+        let (dir, result) = run(&tar, &opts);
+        assert!(matches!(result, Err(Stopped { error: ExtractError::Limit(_), .. })), "{result:?}");
+        // The entry that would pass the limit was never created.
+        assert_eq!(tree(&dir.path().join("target")), ["a"]);
+        let opts = Options {
+            max_entries: Some(2),
+            ..Default::default()
+        };
+        let (_, result) = run(&tar, &opts);
+        assert!(matches!(result, Err(Stopped { error: ExtractError::Limit(_), .. })), "{result:?}");
+    }
+
+    #[test]
+    fn an_existing_file_needs_overwrite_and_then_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"old").unwrap();
+        let tar = Tar::default().file("f", b"new").bytes();
+        let report = extract(&tar[..], dir.path(), &Options::default()).unwrap();
+        assert_eq!(report.refused.len(), 1);
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"old");
+        let opts = Options {
+            overwrite: true,
+            ..Default::default()
+        };
+        let report = extract(&tar[..], dir.path(), &opts).unwrap();
+        assert!(report.refused.is_empty());
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"new");
+    }
+
+    #[test]
+    fn strip_components_and_sanitize() {
+        assert_eq!(sanitize(b"a/./b//c", 0).unwrap().unwrap().show(), "a/b/c");
+        assert_eq!(
+            sanitize(b"backup/app/x", 1).unwrap().unwrap().show(),
+            "app/x"
+        );
+        assert!(sanitize(b"backup", 1).unwrap().is_none());
+        assert!(sanitize(b"a/../b", 0).is_err());
+        assert!(sanitize(b"/a", 0).is_err());
+    }
+
+    #[test]
+    fn mtimes_before_1970_are_read_back() {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().mtime[..4].fill(0xff);
+        h.as_gnu_mut().unwrap().mtime[4..].copy_from_slice(&(-315_619_200i64).to_be_bytes());
+        assert_eq!(mtime_of(&h), -315_619_200);
+        h.set_mtime(1_700_000_000);
+        assert_eq!(mtime_of(&h), 1_700_000_000);
     }
 }

@@ -8,6 +8,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use super::verify::{Remembered, Verdict, remembered};
 use crate::catalog;
 use crate::config::Config;
 use crate::progress::human_bytes;
@@ -33,6 +34,8 @@ pub enum Item {
         parts: usize,
         /// Whether its manifest is stored (older runs and the reference's archives have none).
         manifest: bool,
+        /// What the last `dunnage verify` of it found, if it ran.
+        verified: Option<Remembered>,
     },
     Failed {
         error: String,
@@ -73,6 +76,7 @@ fn failed(config: &Config, backend: Backend, error: String) -> Listed {
 
 /// This schedule's backups among `entries`, oldest first.
 fn backups(config: &Config, backend: Backend, entries: Vec<Entry>) -> Vec<Listed> {
+    let mut verified = remembered(config);
     catalog::group(&entries, &config.retention.select)
         .backups
         .into_iter()
@@ -87,6 +91,7 @@ fn backups(config: &Config, backend: Backend, entries: Vec<Entry>) -> Vec<Listed
                     .to_string(),
                 parts: b.objects.len(),
                 manifest: b.manifest.is_some(),
+                verified: verified.remove(&format!("{}/{}", backend.name(), b.name)),
                 name: b.name,
                 size: b.size,
             },
@@ -110,9 +115,10 @@ pub fn print(listed: &[Listed], json: bool, out: &mut impl Write) -> bool {
                 modified,
                 parts,
                 manifest,
+                verified,
             } => writeln!(
                 out,
-                "[{}] {}: {name}  {}  {modified}{}{}",
+                "[{}] {}: {name}  {}  {modified}{}{}{}",
                 l.schedule,
                 l.destination,
                 human_bytes(*size),
@@ -122,6 +128,22 @@ pub fn print(listed: &[Listed], json: bool, out: &mut impl Write) -> bool {
                     String::new()
                 },
                 if *manifest { "" } else { "  (no manifest)" },
+                match verified {
+                    None => String::new(),
+                    Some(v) => format!(
+                        "  verified {} ({}, {})",
+                        match v.verdict {
+                            Verdict::Ok(_) => "ok",
+                            Verdict::Damaged(_) => "DAMAGED",
+                            Verdict::Unchecked(_) => "not checked",
+                        },
+                        serde_json::to_value(v.level)
+                            .ok()
+                            .and_then(|l| l.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        v.at
+                    ),
+                },
             ),
             Item::Failed { error } => {
                 writeln!(out, "[{}] {}: FAILED: {error}", l.schedule, l.destination)

@@ -14,7 +14,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::archive::extract::{self, ExtractError, Options, Report};
+use crate::archive::extract::{self, Options, Report, Stopped};
 use crate::archive::read::{self, OpenError};
 use crate::catalog::{self, Backup};
 use crate::config::Config;
@@ -42,38 +42,58 @@ pub struct Request {
     pub safety_backup: bool,
 }
 
-/// Why a restore did not happen or did not finish; its exit code.
+/// Why a restore did not happen or did not finish; its exit code, and what it had done.
 #[derive(Debug)]
-struct Failed(u8, String);
+struct Failed {
+    code: u8,
+    why: String,
+    done: Option<Report>,
+}
+
+fn fail(code: u8, why: String) -> Failed {
+    Failed {
+        code,
+        why,
+        done: None,
+    }
+}
 
 pub async fn run(config: &Config, req: &Request, out: &mut impl Write) -> u8 {
-    match restore(config, req, out).await {
-        Ok(report) => {
-            let _ = writeln!(
-                out,
-                "restored {} entries ({} files, {}){}",
-                report.entries,
-                report.files,
-                human_bytes(report.bytes),
-                if report.refused.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {} NOT restored:", report.refused.len())
-                }
-            );
-            for r in &report.refused {
-                let _ = writeln!(out, "  not restored: {r}");
-            }
-            for n in &report.notes {
-                let _ = writeln!(out, "  note: {n}");
-            }
-            u8::from(!report.refused.is_empty())
-        }
-        Err(Failed(code, why)) => {
+    let (report, failure) = match restore(config, req, out).await {
+        Ok(report) => (Some(report), None),
+        Err(Failed { code, why, done }) => (done, Some((code, why))),
+    };
+    if let Some(report) = &report {
+        print_report(report, out);
+    }
+    match failure {
+        Some((code, why)) => {
             let _ = writeln!(out, "restore failed: {why}");
             tracing::error!("restore failed: {why}");
             code
         }
+        None => u8::from(report.is_some_and(|r| !r.refused.is_empty())),
+    }
+}
+
+fn print_report(report: &Report, out: &mut impl Write) {
+    let _ = writeln!(
+        out,
+        "restored {} entries ({} files, {}){}",
+        report.entries,
+        report.files,
+        human_bytes(report.bytes),
+        if report.refused.is_empty() {
+            String::new()
+        } else {
+            format!("; {} NOT restored:", report.refused.len())
+        }
+    );
+    for r in &report.refused {
+        let _ = writeln!(out, "  not restored: {r}");
+    }
+    for n in &report.notes {
+        let _ = writeln!(out, "  note: {n}");
     }
 }
 
@@ -88,9 +108,13 @@ async fn restore(config: &Config, req: &Request, out: &mut impl Write) -> Result
     let manifest = verify::manifest_of(storage, &backup)
         .await
         .map_err(|v| match v {
-            Verdict::Unchecked(why) => Failed(3, why),
-            Verdict::Damaged(why) | Verdict::Ok(why) => Failed(1, why),
+            Verdict::Unchecked(why) => fail(3, why),
+            Verdict::Damaged(why) | Verdict::Ok(why) => fail(1, why),
         })?;
+    if let Some(m) = &manifest {
+        verify::sizes_match(m, &backup)
+            .map_err(|why| fail(1, format!("{}: {why}; nothing was restored", backup.name)))?;
+    }
     let (target, strip, in_place) = target_of(config, req, manifest.as_ref())?;
     let _ = writeln!(
         out,
@@ -105,7 +129,7 @@ async fn restore(config: &Config, req: &Request, out: &mut impl Write) -> Result
     if in_place && req.safety_backup {
         let stats = super::backup::run_once(config).await;
         if stats.outcome() == Outcome::Failure {
-            return Err(Failed(
+            return Err(fail(
                 1,
                 format!(
                     "the safety backup failed, nothing was restored: {}",
@@ -116,6 +140,7 @@ async fn restore(config: &Config, req: &Request, out: &mut impl Write) -> Result
     }
     let opts = Options {
         strip_components: strip,
+        privileged: Options::new().privileged,
         overwrite: req.overwrite,
         max_bytes: Some(match &manifest {
             Some(m) => m.tar.file_bytes,
@@ -124,24 +149,24 @@ async fn restore(config: &Config, req: &Request, out: &mut impl Write) -> Result
         max_entries: manifest.as_ref().map(|m| m.tar.entries),
     };
     if !in_place {
-        return extract_from(config, storage, &backup, target, opts).await;
+        return extract_from(config, storage, &backup, target, opts, manifest.as_ref()).await;
     }
     let _held = lock::acquire(&config.lock_file, config.lock_timeout)
         .await
-        .map_err(|e| Failed(1, e.to_string()))?;
+        .map_err(|e| fail(1, e.to_string()))?;
     let engine = Engine::connect(&config.docker)
         .await
-        .map_err(|e| Failed(1, e.to_string()))?;
+        .map_err(|e| fail(1, e.to_string()))?;
     let stopped = match &engine {
         Some(engine) => Some(
             engine
                 .stop_labeled()
                 .await
-                .map_err(|e| Failed(1, e.to_string()))?,
+                .map_err(|e| fail(1, e.to_string()))?,
         ),
         None => None,
     };
-    let result = extract_from(config, storage, &backup, target, opts).await;
+    let result = extract_from(config, storage, &backup, target, opts, manifest.as_ref()).await;
     if let (Some(engine), Some((list, since))) = (&engine, &stopped) {
         for d in engine.start_again(list, *since).await {
             match d.error {
@@ -182,12 +207,12 @@ async fn find<'a>(
         }
     }
     if !errors.is_empty() {
-        return Err(Failed(
+        return Err(fail(
             3,
             format!("{} not found; {}", req.which, errors.join("; ")),
         ));
     }
-    Err(Failed(
+    Err(fail(
         2,
         format!(
             "no backup {} in {} (`dunnage list` shows the backups)",
@@ -236,19 +261,19 @@ fn within(path: &Path, folder: &Path) -> bool {
 /// The target exists (or is created), is empty unless `--overwrite`, and has room.
 fn check_target(target: &Path, overwrite: bool, manifest: Option<&Manifest>) -> Result<(), Failed> {
     std::fs::create_dir_all(target).map_err(|e| {
-        Failed(
+        fail(
             2,
             format!("cannot create the target folder {}: {e}", target.display()),
         )
     })?;
     let mut entries = std::fs::read_dir(target).map_err(|e| {
-        Failed(
+        fail(
             2,
             format!("cannot read the target folder {}: {e}", target.display()),
         )
     })?;
     if entries.next().is_some() && !overwrite {
-        return Err(Failed(
+        return Err(fail(
             2,
             format!(
                 "the target folder {} is not empty; restore into an empty folder (--target) or \
@@ -260,7 +285,7 @@ fn check_target(target: &Path, overwrite: bool, manifest: Option<&Manifest>) -> 
     if let (Some(m), Some(free)) = (manifest, free_space(target))
         && m.tar.file_bytes > free
     {
-        return Err(Failed(
+        return Err(fail(
             1,
             format!(
                 "the backup holds {} of files, the target has {} free; nothing was written",
@@ -284,6 +309,7 @@ async fn extract_from(
     backup: &Backup,
     target: PathBuf,
     opts: Options,
+    manifest: Option<&Manifest>,
 ) -> Result<Report, Failed> {
     let names: Vec<String> = backup.objects.iter().map(|o| o.name.clone()).collect();
     let keys = config.keys.clone();
@@ -293,20 +319,31 @@ async fn extract_from(
     })
     .await;
     match (fetched, extracted) {
+        (Ok(parts), Ok(report)) => match manifest.map(|m| verify::hashes_match(m, &parts)) {
+            Some(Err(why)) => Err(fail(
+                1,
+                format!("the stored bytes do not match the manifest, the restored files may be damaged: {why}"),
+            )),
+            _ => Ok(report),
+        },
         (_, Ok(report)) => Ok(report),
-        (Err(e), _) => Err(Failed(
+        (Err(e), _) => Err(fail(
             3,
             format!("reading the backup from {} failed: {e}", storage.backend()),
         )),
         (Ok(_), Err(Stage::Open(OpenError::NoKey(why) | OpenError::WrongKey(why)))) => {
-            Err(Failed(3, why))
+            Err(fail(3, why))
         }
-        (Ok(_), Err(Stage::Open(e))) => Err(Failed(1, e.to_string())),
-        (Ok(_), Err(Stage::Extract(e))) => Err(Failed(1, e.to_string())),
+        (Ok(_), Err(Stage::Open(e))) => Err(fail(1, e.to_string())),
+        (Ok(_), Err(Stage::Extract(stopped))) => Err(Failed {
+            code: 1,
+            why: stopped.error.to_string(),
+            done: Some(stopped.report),
+        }),
     }
 }
 
 enum Stage {
     Open(OpenError),
-    Extract(ExtractError),
+    Extract(Stopped),
 }

@@ -163,7 +163,7 @@ pub async fn verify_backup(
 }
 
 /// The listed objects against the manifest's parts: names, count and sizes.
-fn sizes_match(m: &Manifest, backup: &Backup) -> Result<(), String> {
+pub(super) fn sizes_match(m: &Manifest, backup: &Backup) -> Result<(), String> {
     for (i, part) in m.parts.iter().enumerate() {
         match backup.objects.iter().find(|o| o.name == part.name) {
             None => {
@@ -193,7 +193,7 @@ fn sizes_match(m: &Manifest, backup: &Backup) -> Result<(), String> {
     Ok(())
 }
 
-fn hashes_match(m: &Manifest, fetched: &[Part]) -> Result<(), String> {
+pub(super) fn hashes_match(m: &Manifest, fetched: &[Part]) -> Result<(), String> {
     for (want, got) in m.parts.iter().zip(fetched) {
         if want.sha256 != got.sha256 || want.size != got.size {
             return Err(format!(

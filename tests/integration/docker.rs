@@ -539,3 +539,52 @@ fn recovery_copes_with_containers_started_by_hand_or_removed_meanwhile() {
         "state cleared"
     );
 }
+
+#[test]
+fn an_in_place_restore_stops_the_app_and_starts_it_again_also_when_it_fails() {
+    let s = Setup::new();
+    let label = unique("restore");
+    fs::write(s.src.join("db.txt"), "version 1").unwrap();
+    let app = App::start("restore", "app", &s.src, &[stop(&label)]);
+    let out = run(&mut backup(&s, &label));
+    assert!(out.status.success(), "{}", stderr(&out));
+    app.wait_until(true);
+    fs::write(s.src.join("db.txt"), "version 2, broken").unwrap();
+
+    // In place (no --target): into BACKUP_SOURCES, the app down meanwhile, a safety backup
+    // of what is there now first.
+    let before = app.started_at();
+    let template = backup(&s, &label);
+    let mut restore = same_env(&template, template.get_program());
+    restore.args(["restore", "latest", "--overwrite", "--safety-backup"]);
+    let out = run(&mut restore);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("(in place)"), "{text}");
+    assert!(text.contains(&format!("container {} started again", app.name)), "{text}");
+    assert_eq!(fs::read_to_string(s.src.join("db.txt")).unwrap(), "version 1");
+    app.wait_until(true);
+    assert_ne!(app.started_at(), before, "the app was stopped for the restore");
+    assert_eq!(s.archive_names().len(), 2, "the safety backup is there");
+
+    // A restore that fails midway (its archive cut short) still brings the app back.
+    let newest = s
+        .archive_names()
+        .into_iter()
+        .map(|n| s.out.join(n))
+        .max_by_key(|p| fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    let bytes = fs::read(&newest).unwrap();
+    fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    // Without its manifest the damage is only found while extracting.
+    fs::remove_file(format!("{}.sha256", newest.display())).unwrap();
+    let before = app.started_at();
+    let mut restore = same_env(&template, template.get_program());
+    restore.args(["restore", "latest", "--overwrite"]);
+    let out = run(&mut restore);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains(&format!("container {} started again", app.name)), "{text}");
+    app.wait_until(true);
+    assert_ne!(app.started_at(), before);
+}

@@ -26,7 +26,7 @@ fn age_decrypt(archive: &Path, args: &[&str]) -> PathBuf {
     plain
 }
 
-fn keygen(dir: &Path) -> (PathBuf, String) {
+pub(crate) fn keygen(dir: &Path) -> (PathBuf, String) {
     let identity = dir.join("age-identity.txt");
     let out = Command::new("age-keygen")
         .arg("-o")
@@ -248,7 +248,7 @@ fn a_passphrase_in_a_container_too_small_for_scrypt_is_refused_up_front() {
 
 /// A fresh GnuPG home with one key made by `gpg --quick-gen-key` (no passphrase); returns
 /// the home and its armored public key.
-fn gpg_key(dir: &Path, name: &str, algo: &str, usage: &str) -> (PathBuf, String) {
+pub(crate) fn gpg_key(dir: &Path, name: &str, algo: &str, usage: &str) -> (PathBuf, String) {
     let home = dir.join(format!("gnupg-{name}"));
     fs::create_dir(&home).unwrap();
     fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -362,6 +362,21 @@ fn a_gpg_keyring_encrypts_to_every_key_in_it() {
         extract(&plain, &dest);
         assert_same_tree(&s.src, &dest, &[]);
         fs::remove_file(plain).unwrap();
+        // dunnage itself restores it with either secret key.
+        let secret = Command::new("gpg")
+            .env("GNUPGHOME", home)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(["--armor", "--export-secret-keys"])
+            .output()
+            .unwrap();
+        let target = dest.with_extension("dunnage");
+        let out = run(s
+            .command(&["restore", "latest", "--target", target.to_str().unwrap()])
+            .env("GPG_PUBLIC_KEY_RING", format!("{rsa}\n{ed}"))
+            .env("BACKUP_COMPRESSION", "zst")
+            .env("GPG_SECRET_KEY_RING", String::from_utf8(secret.stdout).unwrap()));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_same_tree(&s.src, &target, &[]);
     }
 }
 

@@ -17,6 +17,7 @@ mod health;
 mod image;
 mod notify;
 mod remote;
+mod restore;
 mod scheduler;
 mod sftp;
 mod webdav;
