@@ -149,6 +149,49 @@ all_tools() {
 for _ in $(seq "$reps"); do all_tools; done
 trace=1 all_tools
 
+# Getting it back: the same archives, made once, restored and read by each tool.
+arch=$bench_dir/archives
+rm -rf "$arch"; mkdir -p "$arch"
+tar -cf - -C / "$rel" | zstd -3 -T0 -q -o "$arch/base.tar.zst"
+tar -cf - -C / "$rel" | pigz -6 > "$arch/base.tar.gz"
+restore_env=(env -i PATH="$PATH" TZ=UTC BACKUP_SOURCES="$data" BACKUP_ARCHIVE="$arch")
+"${restore_env[@]}" BACKUP_COMPRESSION=zst BACKUP_FILENAME=dunnage.tar.zst "$bin" backup 2>/dev/null
+"${restore_env[@]}" BACKUP_COMPRESSION=gz BACKUP_FILENAME=dunnage.tar.gz "$bin" backup 2>/dev/null
+restored=$out/restored
+
+# back NAME COMMAND...: time one restore or read into an empty $restored.
+back() {
+  local name=$1; shift
+  rm -rf "$out"/* 2>/dev/null || true; mkdir -p "$restored"
+  if [ -n "${trace:-}" ]; then
+    rm -f "$bench_dir"/strace.*
+    strace -ff -qq -y -e trace=write,writev,pwrite64,pwritev -o "$bench_dir/strace" \
+      "$@" >/dev/null 2>"$bench_dir/stderr.txt"
+    outside[$name]=$(python3 "$here/bench/written_outside.py" "$bench_dir/strace" "$restored")
+    rm -f "$bench_dir"/strace.*
+    return
+  fi
+  sync
+  /usr/bin/time -f '%e %M' -o "$bench_dir/time.txt" "$@" >/dev/null 2>"$bench_dir/stderr.txt" || {
+    cat "$bench_dir/stderr.txt" >&2; echo "$name failed" >&2; exit 1; }
+  read -r secs rss_kib < <(tail -n 1 "$bench_dir/time.txt")
+  if [ -z "${best_s[$name]:-}" ] || awk "BEGIN {exit !($secs < ${best_s[$name]})}"; then
+    best_s[$name]=$secs
+  fi
+  [ "${best_rss[$name]:-0}" -ge "$rss_kib" ] || best_rss[$name]=$rss_kib
+}
+
+all_back() {
+  back "zstd -dc|tar -x" bash -c "zstd -dc '$arch/base.tar.zst' | tar -x -C '$restored'"
+  back "dunnage restore zst" "${restore_env[@]}" "$bin" restore dunnage.tar.zst --target "$restored"
+  back "gzip -dc|tar -x" bash -c "gzip -dc '$arch/base.tar.gz' | tar -x -C '$restored'"
+  back "dunnage restore gz" "${restore_env[@]}" "$bin" restore dunnage.tar.gz --target "$restored"
+  back "zstd -dc|tar -t" bash -c "zstd -dc '$arch/base.tar.zst' | tar -t > /dev/null"
+  back "dunnage verify read" "${restore_env[@]}" "$bin" verify dunnage.tar.zst --level read
+}
+for _ in $(seq "$reps"); do all_back; done
+trace=1 all_back
+
 printf '\n%-18s %9s %10s %8s %9s %16s\n' tool "MiB/s" "vs base" ratio "peak RSS" "written outside"
 names=("tar|zstd -3 -T0" "dunnage zst 3" "tar|zstd|age" "dunnage zst+age" "tar|zstd|gpg"
   "dunnage zst+gpg" "tar|pigz -6" "dunnage gz 6")
@@ -165,11 +208,26 @@ for name in "${names[@]}"; do
     printf "%-18s %9.1f %9.2fx %8.3f %6.0f MiB %16d\n", n, d / s / 1048576, bs / s, z / d, r / 1024, o }'
 done
 echo
+printf '%-20s %9s %10s %9s %16s\n' "getting it back" "MiB/s" "vs base" "peak RSS" "written outside"
+for name in "zstd -dc|tar -x" "dunnage restore zst" "gzip -dc|tar -x" "dunnage restore gz" \
+    "zstd -dc|tar -t" "dunnage verify read"; do
+  case "$name" in
+    *gz*) base="gzip -dc|tar -x" ;;
+    *verify* | *"tar -t"*) base="zstd -dc|tar -t" ;;
+    *) base="zstd -dc|tar -x" ;;
+  esac
+  awk -v n="$name" -v s="${best_s[$name]}" -v bs="${best_s[$base]}" -v d="$data_bytes" \
+      -v r="${best_rss[$name]}" -v o="${outside[$name]}" 'BEGIN {
+    printf "%-20s %9.1f %9.2fx %6.0f MiB %16d\n", n, d / s / 1048576, bs / s, r / 1024, o }'
+done
+echo
 echo "MiB/s: dataset bytes / best wall time. vs base: throughput relative to the baseline with"
 echo "the same codec. ratio: archive / dataset. peak RSS: largest single process (worst run)."
 echo "written outside: bytes the tool wrote to files other than its archive, its stderr and"
 echo "pipes, counted from every write syscall (strace) in an extra untimed run."
 echo "dunnage fsyncs its archive before renaming it into place; the baselines do not sync."
+echo "getting it back: into an empty folder on the same disk, from archives made once; written"
+echo "outside: bytes written to files other than the restored tree (no temporary copies)."
 echo "zst+gpg: dunnage writes the keyring case ASCII-armored (as the reference), gpg binary."
 [ -z "$s3" ] || echo "S3 rows: to s3s-fs on 127.0.0.1 (multipart), compared with tar|zstd > file. The server"
 [ -z "$s3" ] || echo "shares the 2 cores and hashes every byte (MD5 per part and again per object)."

@@ -9,6 +9,27 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How thoroughly `verify` checks a backup: the listing's sizes against the manifest,
+/// the stored bytes' SHA-256, or reading every entry of the decrypted archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Size,
+    Hash,
+    Read,
+}
+
+impl Level {
+    pub fn parse(raw: &str) -> Option<Level> {
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "size" => Some(Level::Size),
+            "hash" => Some(Level::Hash),
+            "read" => Some(Level::Read),
+            _ => None,
+        }
+    }
+}
+
 /// The manifest format written by this version.
 pub const FORMAT: u32 = 1;
 

@@ -80,21 +80,7 @@ pub async fn run(
     if destinations.is_empty() {
         return Err(PipelineError::NoDestination(job.archive_dir.to_path_buf()));
     }
-    tracing::info!(
-        "backing up {} as {} to {} ({}{})",
-        job.sources.display(),
-        job.name,
-        destinations
-            .iter()
-            .map(|d| d.backend().name())
-            .collect::<Vec<_>>()
-            .join(", "),
-        job.codec,
-        match job.encryption {
-            Encryption::None => String::new(),
-            e => format!(", encrypted with {e}"),
-        }
-    );
+    announce(job, destinations);
     let created = jiff::Zoned::now()
         .strftime("%Y-%m-%dT%H:%M:%S%:z")
         .to_string();
@@ -171,26 +157,35 @@ pub async fn run(
             tracing::error!("storing the archive in {backend} failed: {e}");
         }
     }
-    let local_stored = outcomes
-        .iter()
-        .any(|(b, r)| *b == Backend::Local && r.is_ok());
-    if let (true, Some(link)) = (local_stored, job.latest_symlink) {
-        // A split backup has no one file to point at: its manifest names the parts.
-        let target = if job.split.is_some() {
-            catalog::manifest_name(job.name)
-        } else {
-            job.name.to_owned()
-        };
-        LocalStorage::new(job.archive_dir)
-            .update_symlink(link, &target)
-            .await
-            .map_err(|e| PipelineError::Stores(vec![(Backend::Local, e)]))?;
-    }
+    update_latest_link(job, &outcomes).await?;
     Ok(Produced {
         archive,
         stored: outcomes,
         warnings,
     })
+}
+
+/// `BACKUP_LATEST_SYMLINK`, when the local destination stored the backup. A split backup
+/// has no one file to point at: the link names its manifest, which names the parts.
+async fn update_latest_link(
+    job: &Job<'_>,
+    outcomes: &[(Backend, Result<Stored, StorageError>)],
+) -> Result<(), PipelineError> {
+    let local_stored = outcomes
+        .iter()
+        .any(|(b, r)| *b == Backend::Local && r.is_ok());
+    let (true, Some(link)) = (local_stored, job.latest_symlink) else {
+        return Ok(());
+    };
+    let target = if job.split.is_some() {
+        catalog::manifest_name(job.name)
+    } else {
+        job.name.to_owned()
+    };
+    LocalStorage::new(job.archive_dir)
+        .update_symlink(link, &target)
+        .await
+        .map_err(|e| PipelineError::Stores(vec![(Backend::Local, e)]))
 }
 
 fn manifest_for(
@@ -219,6 +214,28 @@ fn manifest_for(
             bytes: archive.tar_bytes,
         },
     }
+}
+
+fn announce(job: &Job<'_>, destinations: &[&dyn Storage]) {
+    tracing::info!(
+        "backing up {} as {} to {} ({}{}{})",
+        job.sources.display(),
+        job.name,
+        destinations
+            .iter()
+            .map(|d| d.backend().name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        job.codec,
+        match job.encryption {
+            Encryption::None => String::new(),
+            e => format!(", encrypted with {e}"),
+        },
+        match job.split {
+            Some(size) => format!(", in parts of {}", progress::human_bytes(size)),
+            None => String::new(),
+        }
+    );
 }
 
 /// Stops a task when the run that started it ends, however it ends.

@@ -58,6 +58,8 @@ pub struct DestinationStats {
     pub error: Option<String>,
     pub prune: Option<PruneReport>,
     pub prune_error: Option<String>,
+    /// `BACKUP_VERIFY_LEVEL`: what verifying the stored backup found, when it ran.
+    pub verified: Option<String>,
 }
 
 impl DestinationStats {
@@ -68,6 +70,7 @@ impl DestinationStats {
             error: None,
             prune: None,
             prune_error: None,
+            verified: None,
         }
     }
 }
@@ -182,6 +185,9 @@ impl RunStats {
                     human_bytes(stored.bytes),
                     stored.location
                 );
+            }
+            if let (Some(v), None) = (&d.verified, &d.error) {
+                let _ = write!(line, ", {v}");
             }
             if let Some(p) = &d.prune {
                 let _ = write!(

@@ -846,7 +846,16 @@ mod tests {
             ..Default::default()
         };
         let (dir, result) = run(&tar, &opts);
-        assert!(matches!(result, Err(Stopped { error: ExtractError::Limit(_), .. })), "{result:?}");
+        assert!(
+            matches!(
+                result,
+                Err(Stopped {
+                    error: ExtractError::Limit(_),
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
         // The entry that would pass the limit was never created.
         assert_eq!(tree(&dir.path().join("target")), ["a"]);
         let opts = Options {
@@ -854,7 +863,16 @@ mod tests {
             ..Default::default()
         };
         let (_, result) = run(&tar, &opts);
-        assert!(matches!(result, Err(Stopped { error: ExtractError::Limit(_), .. })), "{result:?}");
+        assert!(
+            matches!(
+                result,
+                Err(Stopped {
+                    error: ExtractError::Limit(_),
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -191,15 +191,32 @@ async fn locked(config: &Config, stats: &mut RunStats) -> Result<(), String> {
             archive_and_store(config, engine.as_ref(), &dests, &name, stats),
         )
         .await?;
-    stats.archive_name = Some(name);
     record(stats, produced, unavailable);
+    if let Some(level) = config.verify_level {
+        let offset = stats.destinations.len() - dests.len();
+        for (storage, dest) in dests.iter().zip(&mut stats.destinations[offset..]) {
+            if dest.stored.is_some() {
+                super::verify::after_backup(
+                    config,
+                    *storage,
+                    &name,
+                    level,
+                    dest,
+                    &mut stats.warnings,
+                )
+                .await;
+            }
+        }
+    }
+    stats.archive_name = Some(name);
     if config.retention.is_active() {
         let offset = stats.destinations.len() - dests.len();
         hooks
             .around(&[Phase::Prune], async {
                 for (storage, dest) in dests.iter().zip(&mut stats.destinations[offset..]) {
-                    // Pruning runs where this backup was stored, never where it failed.
-                    if dest.stored.is_some() {
+                    // Pruning runs where this backup was stored (and verified, when asked),
+                    // never where it failed.
+                    if dest.stored.is_some() && dest.error.is_none() {
                         super::prune::after_backup(config, *storage, dest, &mut stats.warnings)
                             .await;
                     }

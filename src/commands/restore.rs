@@ -322,7 +322,9 @@ async fn extract_from(
         (Ok(parts), Ok(report)) => match manifest.map(|m| verify::hashes_match(m, &parts)) {
             Some(Err(why)) => Err(fail(
                 1,
-                format!("the stored bytes do not match the manifest, the restored files may be damaged: {why}"),
+                format!(
+                    "the stored bytes do not match the manifest, the restored files may be damaged: {why}"
+                ),
             )),
             _ => Ok(report),
         },

@@ -22,31 +22,14 @@ use crate::archive::read::{self, OpenError};
 use crate::catalog::{self, Backup};
 use crate::config::Config;
 use crate::fetch;
+pub use crate::manifest::Level;
 use crate::manifest::{Manifest, Part};
 use crate::progress::human_bytes;
+use crate::report::DestinationStats;
 use crate::storage::{self, Backend, Storage};
 
 /// Largest manifest accepted (a few lines per part).
 pub const MANIFEST_LIMIT: usize = 4 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Size,
-    Hash,
-    Read,
-}
-
-impl Level {
-    pub fn parse(raw: &str) -> Option<Level> {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "size" => Some(Level::Size),
-            "hash" => Some(Level::Hash),
-            "read" => Some(Level::Read),
-            _ => None,
-        }
-    }
-}
 
 /// One backup's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +186,54 @@ pub(super) fn hashes_match(m: &Manifest, fetched: &[Part]) -> Result<(), String>
         }
     }
     Ok(())
+}
+
+/// `BACKUP_VERIFY_LEVEL`: verifies the backup `name` a run just stored in `storage`. A
+/// damaged one fails that destination (and so keeps pruning away from it); one that could
+/// not be checked is a warning.
+pub(super) async fn after_backup(
+    config: &Config,
+    storage: &dyn Storage,
+    name: &str,
+    level: Level,
+    dest: &mut DestinationStats,
+    warnings: &mut Vec<String>,
+) {
+    let backend = storage.backend();
+    let verdict = match storage.list().await {
+        Ok(entries) => match catalog::group(&entries, &config.retention.select).find(name) {
+            Some(backup) => verify_backup(config, storage, backup, level).await,
+            None => Verdict::Damaged(format!("{name} is not listed after it was stored")),
+        },
+        Err(e) => Verdict::Unchecked(format!("listing failed: {e}")),
+    };
+    let level_name = level_name(level);
+    match &verdict {
+        Verdict::Ok(_) => dest.verified = Some(format!("verified ({level_name})")),
+        Verdict::Damaged(why) => {
+            tracing::error!(
+                "{backend}: the stored backup failed verification ({level_name}): {why}"
+            );
+            dest.error = Some(format!(
+                "stored, but verification ({level_name}) found it damaged: {why}"
+            ));
+        }
+        Verdict::Unchecked(why) => {
+            let msg =
+                format!("{backend}: the stored backup could not be verified ({level_name}): {why}");
+            tracing::warn!("{msg}");
+            warnings.push(msg);
+        }
+    }
+    remember(config, &checked(config, backend, name, level, verdict));
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Size => "size",
+        Level::Hash => "hash",
+        Level::Read => "read",
+    }
 }
 
 /// `dunnage verify` over `configs`: `which` is a name, `latest` or `all`.

@@ -171,6 +171,8 @@ pub struct Config {
     pub keys: crate::archive::read::Keys,
     /// `BACKUP_PROGRESS_INTERVAL`: how often a running backup logs its progress.
     pub progress_interval: Option<Duration>,
+    /// `BACKUP_VERIFY_LEVEL`: how each stored backup is verified after the run stored it.
+    pub verify_level: Option<crate::manifest::Level>,
     /// `BACKUP_SPLIT_SIZE`: archives are stored as parts of this many bytes.
     pub split: Option<u64>,
     /// `BACKUP_SPOOL`.
@@ -235,6 +237,7 @@ impl Config {
         let skip_prune = p.skip_prune();
         let docker = p.docker();
         let split = p.split_size();
+        let verify_level = p.verify_level();
         let spool = p.spool();
         let spool_dir = p.path("BACKUP_SPOOL_DIR");
         let progress_interval =
@@ -272,6 +275,7 @@ impl Config {
                 encryption,
                 progress_interval,
                 split,
+                verify_level,
                 keys,
                 spool,
                 spool_dir,
@@ -886,6 +890,22 @@ impl Parser<'_> {
         FilenameTemplate::new(&raw, extension, suffix)
             .map_err(|e| self.problem("BACKUP_FILENAME", &raw, e.to_string()))
             .ok()
+    }
+
+    fn verify_level(&mut self) -> Option<crate::manifest::Level> {
+        let raw = self.string("BACKUP_VERIFY_LEVEL");
+        if matches!(raw.trim(), "off" | "") {
+            return None;
+        }
+        let level = crate::manifest::Level::parse(&raw);
+        if level.is_none() {
+            self.problem(
+                "BACKUP_VERIFY_LEVEL",
+                &raw,
+                "expected off, size, hash or read",
+            );
+        }
+        level
     }
 
     /// `BACKUP_SPLIT_SIZE`: `0` (off) or a size of at least 1 MiB such as `500MiB`, `2G`,

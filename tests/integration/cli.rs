@@ -377,7 +377,8 @@ fn prune_dry_run_explains_and_deletes_nothing() {
 
     // The same without --dry-run deletes.
     let mut cmd = s.command(&["prune"]);
-    cmd.env("BACKUP_RETENTION_DAYS", "7");
+    cmd.env("BACKUP_RETENTION_DAYS", "7")
+        .env("BACKUP_PRUNING_PREFIX", "backup-");
     let out = run(&mut cmd);
     assert!(out.status.success());
     assert!(

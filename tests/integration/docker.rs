@@ -561,10 +561,20 @@ fn an_in_place_restore_stops_the_app_and_starts_it_again_also_when_it_fails() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
     assert!(text.contains("(in place)"), "{text}");
-    assert!(text.contains(&format!("container {} started again", app.name)), "{text}");
-    assert_eq!(fs::read_to_string(s.src.join("db.txt")).unwrap(), "version 1");
+    assert!(
+        text.contains(&format!("container {} started again", app.name)),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read_to_string(s.src.join("db.txt")).unwrap(),
+        "version 1"
+    );
     app.wait_until(true);
-    assert_ne!(app.started_at(), before, "the app was stopped for the restore");
+    assert_ne!(
+        app.started_at(),
+        before,
+        "the app was stopped for the restore"
+    );
     assert_eq!(s.archive_names().len(), 2, "the safety backup is there");
 
     // A restore that fails midway (its archive cut short) still brings the app back.
@@ -584,7 +594,10 @@ fn an_in_place_restore_stops_the_app_and_starts_it_again_also_when_it_fails() {
     let out = run(&mut restore);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
-    assert!(text.contains(&format!("container {} started again", app.name)), "{text}");
+    assert!(
+        text.contains(&format!("container {} started again", app.name)),
+        "{text}"
+    );
     app.wait_until(true);
     assert_ne!(app.started_at(), before);
 }

@@ -369,12 +369,15 @@ fn a_gpg_keyring_encrypts_to_every_key_in_it() {
             .args(["--armor", "--export-secret-keys"])
             .output()
             .unwrap();
-        let target = dest.with_extension("dunnage");
+        let target = PathBuf::from(format!("{}-dunnage", dest.display()));
         let out = run(s
             .command(&["restore", "latest", "--target", target.to_str().unwrap()])
             .env("GPG_PUBLIC_KEY_RING", format!("{rsa}\n{ed}"))
             .env("BACKUP_COMPRESSION", "zst")
-            .env("GPG_SECRET_KEY_RING", String::from_utf8(secret.stdout).unwrap()));
+            .env(
+                "GPG_SECRET_KEY_RING",
+                String::from_utf8(secret.stdout).unwrap(),
+            ));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         assert_same_tree(&s.src, &target, &[]);
     }

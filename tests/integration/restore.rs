@@ -104,7 +104,8 @@ fn every_destination_restores_and_verifies_split_encrypted_and_plain() {
         for from in DESTINATIONS {
             let mut verify = s.command(&["verify", "latest", "--from", from, "--level", "read"]);
             all.configure(&mut verify);
-            verify.envs(settings.iter().copied())
+            verify
+                .envs(settings.iter().copied())
                 .env("AGE_IDENTITIES_FILE", &identity);
             let out = run(&mut verify);
             assert_eq!(
@@ -114,9 +115,16 @@ fn every_destination_restores_and_verifies_split_encrypted_and_plain() {
                 stdout(&out),
                 stderr(&out)
             );
-            assert!(stdout(&out).contains("all as the manifest says"), "{}", stdout(&out));
+            assert!(
+                stdout(&out).contains("all as the manifest says"),
+                "{}",
+                stdout(&out)
+            );
 
-            let target = s.tmp.path().join(format!("restored-{from}-{}", variant.len()));
+            let target = s
+                .tmp
+                .path()
+                .join(format!("restored-{from}-{}", variant.len()));
             let mut restore = s.command(&[
                 "restore",
                 "latest",
@@ -126,7 +134,8 @@ fn every_destination_restores_and_verifies_split_encrypted_and_plain() {
                 target.to_str().unwrap(),
             ]);
             all.configure(&mut restore);
-            restore.envs(settings.iter().copied())
+            restore
+                .envs(settings.iter().copied())
                 .env("AGE_IDENTITIES_FILE", &identity);
             let out = run(&mut restore);
             assert_eq!(
@@ -150,12 +159,20 @@ fn every_destination_restores_and_verifies_split_encrypted_and_plain() {
         .current_dir(&s.out)
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
     let parts: Vec<&String> = names
         .iter()
         .filter(|n| n.starts_with("split-") && !n.ends_with(".sha256"))
         .collect();
-    assert_eq!(parts.len(), 3, "12 MiB of random data in 5 MiB parts: {names:?}");
+    assert_eq!(
+        parts.len(),
+        3,
+        "12 MiB of random data in 5 MiB parts: {names:?}"
+    );
     let by_hand = s.tmp.path().join("by-hand");
     fs::create_dir(&by_hand).unwrap();
     let shell = format!(
@@ -165,14 +182,21 @@ fn every_destination_restores_and_verifies_split_encrypted_and_plain() {
         by_hand.display()
     );
     let out = Command::new("sh").args(["-c", &shell]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_same_tree(&s.src, &by_hand, &[]);
     // Every remote destination holds the same parts and manifest.
     let dav = PathBuf::from(env("DUNNAGE_TEST_WSGIDAV_ROOT")).join(&all.dav_folder);
     for name in names.iter().filter(|n| n.starts_with("split-")) {
         let local = fs::read(s.out.join(name)).unwrap();
         assert!(fs::read(dav.join(name)).unwrap() == local, "WebDAV {name}");
-        assert!(fs::read(all.sftp_folder.join(name)).unwrap() == local, "SFTP {name}");
+        assert!(
+            fs::read(all.sftp_folder.join(name)).unwrap() == local,
+            "SFTP {name}"
+        );
     }
     // list counts a set as one backup.
     let mut list = s.command(&["list", "--from", "s3", "--json"]);
@@ -188,7 +212,10 @@ fn every_destination_restores_and_verifies_split_encrypted_and_plain() {
 
 /// A backup in the local folder; its objects' paths.
 fn local_backup(s: &Setup, extra: &[(&str, &str)]) -> Vec<PathBuf> {
-    let out = run(s.backup().env("BACKUP_COMPRESSION", "zst").envs(extra.iter().copied()));
+    let out = run(s
+        .backup()
+        .env("BACKUP_COMPRESSION", "zst")
+        .envs(extra.iter().copied()));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     s.archive_names().iter().map(|n| s.out.join(n)).collect()
 }
@@ -209,7 +236,11 @@ fn verify_catches_a_flipped_byte_and_a_truncated_object() {
     assert!(parts.len() >= 4, "{parts:?}");
     let last = parts.len() - 1;
     for level in ["size", "hash", "read"] {
-        assert_eq!(verify(&s, level, &split).0, Some(0), "{level} on a good backup");
+        assert_eq!(
+            verify(&s, level, &split).0,
+            Some(0),
+            "{level} on a good backup"
+        );
     }
     // One byte flipped in the second part: same size, other content.
     let mut bytes = fs::read(&parts[1]).unwrap();
@@ -218,7 +249,10 @@ fn verify_catches_a_flipped_byte_and_a_truncated_object() {
     assert_eq!(verify(&s, "size", &split).0, Some(0), "size cannot see it");
     let (code, text) = verify(&s, "hash", &split);
     assert_eq!(code, Some(1), "{text}");
-    assert!(text.contains("DAMAGED") && text.contains(".002: SHA-256"), "{text}");
+    assert!(
+        text.contains("DAMAGED") && text.contains(".002: SHA-256"),
+        "{text}"
+    );
     assert_eq!(verify(&s, "read", &split).0, Some(1));
     // The last part cut short.
     bytes[1000] ^= 0x01;
@@ -336,7 +370,10 @@ t.addfile(big, io.BytesIO(b""))
         archive = archive.display(),
         outside = outside.display().to_string().trim_start_matches('/'),
     );
-    let out = Command::new("python3").args(["-c", &script]).output().unwrap();
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
     // The bomb's body is missing, so Python stops there: the entries before it are written.
     let _ = out;
     fs::write(outside.join("victim.txt"), "untouched").unwrap();
@@ -367,4 +404,36 @@ t.addfile(big, io.BytesIO(b""))
     ] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
+}
+
+#[test]
+fn each_run_can_verify_what_it_stored_and_says_so_in_its_summary() {
+    let s = Setup::new();
+    sources_with_random(&s, 1, 9);
+    let out = run(s.backup().env("BACKUP_VERIFY_LEVEL", "read"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("verified (read)"), "{}", stderr(&out));
+    let listed = stdout(&run(&mut s.command(&["list"])));
+    assert!(listed.contains("verified ok (read"), "{listed}");
+    // Encrypted to a key it does not hold: the run stands, the warning says why.
+    let (_, public) = keygen(s.tmp.path());
+    let out = run(s
+        .backup()
+        .env("BACKUP_VERIFY_LEVEL", "read")
+        .env("AGE_PUBLIC_KEYS", &public)
+        .env("BACKUP_FILENAME", "enc-%s.{{ .Extension }}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("could not be verified (read)")
+            && stderr(&out).contains("AGE_IDENTITIES"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(s.backup().env("BACKUP_VERIFY_LEVEL", "thorough"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("BACKUP_VERIFY_LEVEL"),
+        "{}",
+        stderr(&out)
+    );
 }
