@@ -577,4 +577,36 @@ mod tests {
             "one UTC day"
         );
     }
+
+    #[tokio::test]
+    async fn apply_deletes_whole_sets_and_stale_unfinished_ones_only() {
+        let m = crate::storage::memory::MemoryStorage::new();
+        let at = |secs: i64| now().timestamp() - jiff::SignedDuration::from_secs(secs);
+        for name in ["b-1.tar.001", "b-1.tar.002", "b-1.tar.sha256"] {
+            m.insert(name, b"x", at(10 * DAY));
+        }
+        for name in ["b-2.tar", "b-2.tar.sha256"] {
+            m.insert(name, b"x", at(DAY / 2));
+        }
+        m.insert("b-3.tar.001", b"x", at(2 * 3600)); // a run that died two hours ago
+        m.insert("b-4.tar.001", b"x", at(600)); // maybe still being written
+        m.insert("notes.txt", b"x", at(100 * DAY));
+        let policy = Policy {
+            days: Some(7),
+            select: Selector {
+                prefix: "b-".into(),
+                pattern: None,
+            },
+            ..Default::default()
+        };
+        let report = apply(&m, &policy, &now()).await.unwrap();
+        assert_eq!(report.total, 2, "a set and its manifest are one backup");
+        assert_eq!(report.deleted, ["b-1.tar"]);
+        assert_eq!(report.unfinished, ["b-3.tar"]);
+        assert!(report.errors.is_empty());
+        assert_eq!(
+            m.names(),
+            ["b-2.tar", "b-2.tar.sha256", "b-4.tar.001", "notes.txt"]
+        );
+    }
 }

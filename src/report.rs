@@ -24,9 +24,18 @@ pub enum Outcome {
     Failure,
 }
 
+/// What a run was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    Backup,
+    /// `BACKUP_VERIFY_CRON_EXPRESSION`: stored backups checked against their manifests.
+    Verify,
+}
+
 /// Everything one run did.
 #[derive(Debug, Clone)]
 pub struct RunStats {
+    pub kind: RunKind,
     pub schedule: String,
     pub started: Zoned,
     pub took: Duration,
@@ -79,6 +88,7 @@ impl RunStats {
     /// A run of `schedule` that starts now, with nothing done yet.
     pub fn new(schedule: &str, started: Zoned) -> Self {
         Self {
+            kind: RunKind::Backup,
             schedule: schedule.to_owned(),
             started,
             took: Duration::ZERO,
@@ -135,8 +145,12 @@ impl RunStats {
         let mut line = String::new();
         let _ = write!(
             line,
-            "[{}] run {} after {} (lock wait {})",
+            "[{}] {} {} after {} (lock wait {})",
             self.schedule,
+            match self.kind {
+                RunKind::Backup => "run",
+                RunKind::Verify => "verify",
+            },
             if self.complete() {
                 "succeeded"
             } else if self.succeeded() {
@@ -186,8 +200,14 @@ impl RunStats {
                     stored.location
                 );
             }
-            if let (Some(v), None) = (&d.verified, &d.error) {
-                let _ = write!(line, ", {v}");
+            match (&d.verified, &d.stored) {
+                (Some(v), Some(_)) => {
+                    let _ = write!(line, ", {v}");
+                }
+                (Some(v), None) => {
+                    let _ = write!(line, "; {}: {v}", d.backend);
+                }
+                (None, _) => {}
             }
             if let Some(p) = &d.prune {
                 let _ = write!(

@@ -82,7 +82,7 @@ async fn run_captured(config: &Config) -> RunStats {
 
 /// After the lock is released (a slow monitoring or chat service delays nobody's run):
 /// the health ping and the notifications, at once. They never change the outcome.
-async fn tell(config: &Config, health: Option<&HealthCheck>, stats: &mut RunStats) {
+pub(super) async fn tell(config: &Config, health: Option<&HealthCheck>, stats: &mut RunStats) {
     let log = capture::current_log();
     let ping = async {
         match health {

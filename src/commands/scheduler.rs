@@ -10,15 +10,25 @@ use tokio::sync::watch;
 use super::backup::run_once;
 use super::recover::recover_interrupted;
 use crate::config::Config;
+use crate::manifest::Level;
+use crate::schedule::cron::CronSchedule;
 use crate::schedule::{SHUTDOWN_RECOVERY_WAIT, cron, shutdown_requested, sleep_until};
 
 /// Runs every schedule until `shutdown` turns true. Returns the number of failed runs.
 pub async fn run_forever(configs: Vec<Config>, shutdown: watch::Receiver<bool>) -> usize {
     announce(&configs).await;
-    let tasks: Vec<_> = configs
-        .into_iter()
-        .map(|config| tokio::spawn(schedule_loop(config, shutdown.clone())))
-        .collect();
+    let mut tasks = Vec::new();
+    for config in configs {
+        if let Some((cron, level)) = config.verify_cron.clone() {
+            tasks.push(tokio::spawn(verify_loop(
+                config.clone(),
+                cron,
+                level,
+                shutdown.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(schedule_loop(config, shutdown.clone())));
+    }
     let mut failed = 0;
     for task in tasks {
         failed += task.await.unwrap_or(1);
@@ -55,6 +65,42 @@ async fn announce(configs: &[Config]) {
         for problem in super::check::preflight(config).await {
             tracing::warn!("{problem} (`dunnage check` fails on this)");
         }
+    }
+}
+
+/// `BACKUP_VERIFY_CRON_EXPRESSION`: every stored backup verified on its own schedule.
+async fn verify_loop(
+    config: Config,
+    cron: CronSchedule,
+    level: Level,
+    mut shutdown: watch::Receiver<bool>,
+) -> usize {
+    let mut failed = 0;
+    let mut base = Zoned::now().with_time_zone(config.time_zone.clone());
+    loop {
+        let Some(next) = cron.next_after(&base) else {
+            shutdown_requested(&mut shutdown).await;
+            return failed;
+        };
+        tracing::info!(
+            "[{}] next verify at {} ({})",
+            config.name,
+            next.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            cron.describe()
+        );
+        if !sleep_until(&next, &mut shutdown).await {
+            return failed;
+        }
+        tokio::select! {
+            stats = super::verify::scheduled(&config, level) => {
+                if !stats.complete() {
+                    failed += 1;
+                }
+            }
+            () = shutdown_requested(&mut shutdown) => return failed,
+        }
+        let now = Zoned::now().with_time_zone(config.time_zone.clone());
+        base = if now > next { now } else { next };
     }
 }
 

@@ -25,7 +25,8 @@ use crate::fetch;
 pub use crate::manifest::Level;
 use crate::manifest::{Manifest, Part};
 use crate::progress::human_bytes;
-use crate::report::DestinationStats;
+use crate::report::{DestinationStats, RunKind, RunStats};
+use crate::schedule::lock;
 use crate::storage::{self, Backend, Storage};
 
 /// Largest manifest accepted (a few lines per part).
@@ -233,6 +234,97 @@ fn level_name(level: Level) -> &'static str {
         Level::Size => "size",
         Level::Hash => "hash",
         Level::Read => "read",
+    }
+}
+
+/// `BACKUP_VERIFY_CRON_EXPRESSION`: every stored backup of `config` verified at `level`,
+/// under the run lock (so pruning never deletes what is being read), reported like a run:
+/// summary line, notifications, and a failure ping (a success ping would hide a failing
+/// backup schedule from the monitor).
+pub async fn scheduled(config: &Config, level: Level) -> RunStats {
+    use tracing::Instrument as _;
+    let span = tracing::trace_span!(crate::notify::capture::RUN_SPAN, schedule = %config.name);
+    scheduled_captured(config, level).instrument(span).await
+}
+
+async fn scheduled_captured(config: &Config, level: Level) -> RunStats {
+    let clock = std::time::Instant::now();
+    let mut stats = RunStats::new(
+        &config.name,
+        jiff::Zoned::now().with_time_zone(config.time_zone.clone()),
+    );
+    stats.kind = RunKind::Verify;
+    match lock::acquire(&config.lock_file, config.lock_timeout).await {
+        Err(e) => stats.error = Some(e.to_string()),
+        Ok(held) => {
+            stats.lock_wait = held.waited;
+            let results = run(std::slice::from_ref(config), "all", None, level).await;
+            record(&mut stats, &results, level);
+        }
+    }
+    stats.took = clock.elapsed();
+    match &stats.error {
+        None => tracing::info!("{}", stats.summary()),
+        Some(_) => tracing::error!("{}", stats.summary()),
+    }
+    let health = config
+        .healthcheck
+        .clone()
+        .filter(|_| !stats.complete())
+        .map(crate::notify::HealthCheck::new);
+    super::backup::tell(config, health.as_ref(), &mut stats).await;
+    stats
+}
+
+/// The verify results into a run's statistics: one entry per destination.
+fn record(stats: &mut RunStats, results: &[Checked], level: Level) {
+    let mut damaged = Vec::new();
+    for backend in Backend::ALL {
+        let mine: Vec<&Checked> = results
+            .iter()
+            .filter(|r| r.destination == backend.name())
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let mut dest = DestinationStats::new(backend);
+        let ok = mine
+            .iter()
+            .filter(|r| matches!(r.verdict, Verdict::Ok(_)))
+            .count();
+        dest.verified = Some(format!(
+            "{ok} of {} backup(s) verified ({})",
+            mine.len(),
+            level_name(level)
+        ));
+        let bad: Vec<String> = mine
+            .iter()
+            .filter_map(|r| match &r.verdict {
+                Verdict::Damaged(why) if why.starts_with(&r.name) => Some(why.clone()),
+                Verdict::Damaged(why) => Some(format!("{}: {why}", r.name)),
+                _ => None,
+            })
+            .collect();
+        for r in &mine {
+            if let Verdict::Unchecked(why) = &r.verdict {
+                stats.warnings.push(format!(
+                    "{backend}: {} could not be verified: {why}",
+                    r.name
+                ));
+            }
+        }
+        if !bad.is_empty() {
+            dest.error = Some(format!("DAMAGED: {}", bad.join("; ")));
+            damaged.extend(bad.into_iter().map(|b| format!("{backend}: {b}")));
+        }
+        stats.destinations.push(dest);
+    }
+    if !damaged.is_empty() {
+        stats.error = Some(format!(
+            "{} damaged backup(s): {}",
+            damaged.len(),
+            damaged.join("; ")
+        ));
     }
 }
 

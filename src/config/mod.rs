@@ -171,6 +171,9 @@ pub struct Config {
     pub keys: crate::archive::read::Keys,
     /// `BACKUP_PROGRESS_INTERVAL`: how often a running backup logs its progress.
     pub progress_interval: Option<Duration>,
+    /// `BACKUP_VERIFY_CRON_EXPRESSION` and `BACKUP_VERIFY_CRON_LEVEL`: when and how every
+    /// stored backup of this schedule is verified, apart from backup runs.
+    pub verify_cron: Option<(CronSchedule, crate::manifest::Level)>,
     /// `BACKUP_VERIFY_LEVEL`: how each stored backup is verified after the run stored it.
     pub verify_level: Option<crate::manifest::Level>,
     /// `BACKUP_SPLIT_SIZE`: archives are stored as parts of this many bytes.
@@ -238,6 +241,7 @@ impl Config {
         let docker = p.docker();
         let split = p.split_size();
         let verify_level = p.verify_level();
+        let verify_cron = p.verify_cron();
         let spool = p.spool();
         let spool_dir = p.path("BACKUP_SPOOL_DIR");
         let progress_interval =
@@ -276,6 +280,7 @@ impl Config {
                 progress_interval,
                 split,
                 verify_level,
+                verify_cron,
                 keys,
                 spool,
                 spool_dir,
@@ -890,6 +895,23 @@ impl Parser<'_> {
         FilenameTemplate::new(&raw, extension, suffix)
             .map_err(|e| self.problem("BACKUP_FILENAME", &raw, e.to_string()))
             .ok()
+    }
+
+    fn verify_cron(&mut self) -> Option<(CronSchedule, crate::manifest::Level)> {
+        let raw = self.optional("BACKUP_VERIFY_CRON_EXPRESSION")?;
+        let cron = CronSchedule::parse(&raw)
+            .map_err(|why| self.problem("BACKUP_VERIFY_CRON_EXPRESSION", &raw, why))
+            .ok();
+        let level_raw = self.string("BACKUP_VERIFY_CRON_LEVEL");
+        let level = crate::manifest::Level::parse(&level_raw);
+        if level.is_none() {
+            self.problem(
+                "BACKUP_VERIFY_CRON_LEVEL",
+                &level_raw,
+                "expected size, hash or read",
+            );
+        }
+        Some((cron?, level?))
     }
 
     fn verify_level(&mut self) -> Option<crate::manifest::Level> {

@@ -430,6 +430,14 @@ fn rfc3339(t: &Zoned) -> String {
 }
 
 fn default_title(stats: &RunStats, outcome: Outcome) -> String {
+    if stats.kind == crate::report::RunKind::Verify {
+        let what = match outcome {
+            Outcome::Failure => "Verify FAILED: a stored backup is damaged",
+            Outcome::Warning => "Verify could not check every backup",
+            Outcome::Success => "Backups verified",
+        };
+        return format!("{what}: {} at {}", stats.schedule, rfc3339(&stats.started));
+    }
     let what = match outcome {
         Outcome::Failure if stats.succeeded() => "Backup stored, but not everywhere",
         Outcome::Failure => "Backup FAILED",

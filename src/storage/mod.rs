@@ -15,7 +15,7 @@ mod fanout;
 mod http_log;
 mod local;
 #[cfg(test)]
-mod memory;
+pub(crate) mod memory;
 mod object;
 mod open;
 pub(crate) mod partial;

@@ -191,3 +191,47 @@ fn a_failed_scheduled_run_is_logged_and_the_scheduler_keeps_going() {
     assert!(scheduler.wait().unwrap().success());
     assert!(!s.archive_names().is_empty());
 }
+
+#[test]
+fn a_verify_schedule_checks_every_stored_backup_and_reports_damage() {
+    let s = Setup::new();
+    fs::write(s.src.join("data.txt"), "payload").unwrap();
+    for name in ["backup-a.tar", "backup-b.tar"] {
+        let out = run(s
+            .backup()
+            .env("BACKUP_COMPRESSION", "none")
+            .env("BACKUP_FILENAME", name));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // One of them damaged after it was stored (same size, other bytes).
+    let mut bytes = fs::read(s.out.join("backup-a.tar")).unwrap();
+    bytes[600] ^= 0xff;
+    fs::write(s.out.join("backup-a.tar"), bytes).unwrap();
+
+    let mut scheduler = s.command(&[]);
+    scheduler
+        .env("BACKUP_CRON_EXPRESSION", "0 0 1 1 *")
+        .env("BACKUP_VERIFY_CRON_EXPRESSION", "* * * * * *")
+        .env("BACKUP_VERIFY_CRON_LEVEL", "hash")
+        .env("BACKUP_PRUNING_PREFIX", "backup-")
+        .stderr(Stdio::piped());
+    let mut scheduler = scheduler.spawn().unwrap();
+    let _kill_on_panic = KillOnPanic(scheduler.id());
+    let log = Log::follow(&mut scheduler);
+    log.wait_for("[default] verify FAILED", 1, &mut scheduler);
+    signal(&scheduler, nix::sys::signal::Signal::SIGTERM);
+    assert!(scheduler.wait().unwrap().success());
+    let text = log.all();
+    assert!(
+        text.contains("1 damaged backup(s): Local: backup-a.tar")
+            && text.contains("1 of 2 backup(s) verified (hash)"),
+        "{text}"
+    );
+    // `list` remembers what the scheduled verify found.
+    let listed = String::from_utf8(run(&mut s.command(&["list"])).stdout).unwrap();
+    assert!(
+        listed.contains("backup-a.tar") && listed.contains("verified DAMAGED (hash"),
+        "{listed}"
+    );
+    assert!(listed.contains("verified ok (hash"), "{listed}");
+}

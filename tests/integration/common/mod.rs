@@ -50,7 +50,8 @@ impl Setup {
         cmd.arg("backup")
             .env("BACKUP_SOURCES", &self.src)
             .env("BACKUP_ARCHIVE", &self.out)
-            .env("BACKUP_LOCK_FILE", self.tmp.path().join("lock"));
+            .env("BACKUP_LOCK_FILE", self.tmp.path().join("lock"))
+            .env("BACKUP_STATE_DIR", self.tmp.path().join("state"));
         // A test's own conf.d once it made one; otherwise none (a BACKUP_CONF_DIR naming a
         // missing folder is an error).
         let conf = self.tmp.path().join("conf.d");
