@@ -305,3 +305,161 @@ impl<R: Read> Read for Counted<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{Codec, Encryption, write_archive};
+    use crate::progress::Progress;
+    use age::secrecy::ExposeSecret;
+    use std::sync::Arc;
+
+    /// A small tree archived with `codec` and `encryption`: the stored bytes and the counts.
+    fn stored(codec: Codec, encryption: &Encryption) -> (Vec<u8>, TarCounts) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a.bin"), vec![7u8; 300_000]).unwrap();
+        std::fs::write(dir.path().join("b.txt"), "b").unwrap();
+        let (out, stats) = write_archive(
+            &[dir.path().to_path_buf()],
+            None,
+            codec,
+            encryption,
+            Vec::new(),
+            Arc::new(Progress::default()),
+        )
+        .unwrap();
+        let counts = TarCounts {
+            entries: stats.entries,
+            files: stats.files,
+            file_bytes: stats.file_bytes,
+            bytes: stats.tar_bytes,
+        };
+        (out, counts)
+    }
+
+    fn read_back(bytes: Vec<u8>, keys: &Keys) -> Result<TarCounts, OpenError> {
+        let tar = open(io::Cursor::new(bytes), keys)?;
+        walk(tar).map_err(OpenError::Io)
+    }
+
+    #[test]
+    fn every_codec_and_method_reads_back_to_the_counts_written() {
+        let identity = age::x25519::Identity::generate();
+        let gzip = Codec::Gzip {
+            level: 6,
+            threads: 1,
+        };
+        let zstd = Codec::Zstd {
+            level: 3,
+            threads: 1,
+        };
+        let cases = [
+            (Codec::None, Encryption::None, Keys::default()),
+            (gzip, Encryption::None, Keys::default()),
+            (
+                zstd,
+                Encryption::AgeRecipients(vec![identity.to_public().to_string()]),
+                Keys {
+                    age_identities: Some(identity.to_string().expose_secret().to_owned()),
+                    ..Keys::default()
+                },
+            ),
+            (
+                gzip,
+                Encryption::GpgPassphrase("pw".into()),
+                Keys {
+                    gpg_passphrase: Some("pw".into()),
+                    ..Keys::default()
+                },
+            ),
+        ];
+        for (codec, encryption, keys) in cases {
+            let (bytes, written) = stored(codec, &encryption);
+            let read = read_back(bytes, &keys).unwrap_or_else(|e| panic!("{encryption:?}: {e}"));
+            assert_eq!(read, written, "{codec} {encryption:?}");
+            assert_eq!(read.entries, 4);
+            assert_eq!(read.file_bytes, 300_001);
+        }
+    }
+
+    #[test]
+    fn missing_or_wrong_keys_and_cut_archives_are_told_apart() {
+        let identity = age::x25519::Identity::generate();
+        let enc = Encryption::AgeRecipients(vec![identity.to_public().to_string()]);
+        let (bytes, _) = stored(
+            Codec::Zstd {
+                level: 3,
+                threads: 1,
+            },
+            &enc,
+        );
+        let no_key = read_back(bytes.clone(), &Keys::default()).err().unwrap();
+        assert!(
+            matches!(&no_key, OpenError::NoKey(m) if m.contains("AGE_IDENTITIES")),
+            "{no_key}"
+        );
+        let other = age::x25519::Identity::generate();
+        let wrong = Keys {
+            age_identities: Some(other.to_string().expose_secret().to_owned()),
+            ..Keys::default()
+        };
+        assert!(matches!(
+            read_back(bytes.clone(), &wrong),
+            Err(OpenError::WrongKey(_))
+        ));
+        let right = Keys {
+            age_identities: Some(identity.to_string().expose_secret().to_owned()),
+            ..Keys::default()
+        };
+        // Cut short: age refuses the missing final chunk.
+        let cut = bytes[..bytes.len() - 100].to_vec();
+        assert!(matches!(read_back(cut, &right), Err(OpenError::Io(_))));
+        // A plain zstd archive cut short: the frame is incomplete.
+        let (plain, _) = stored(
+            Codec::Zstd {
+                level: 3,
+                threads: 1,
+            },
+            &Encryption::None,
+        );
+        let cut = plain[..plain.len() / 2].to_vec();
+        assert!(read_back(cut, &Keys::default()).is_err());
+        // OpenPGP without any key says what to set.
+        let (pgp, _) = stored(Codec::None, &Encryption::GpgPassphrase("pw".into()));
+        let e = read_back(pgp, &Keys::default()).err().unwrap();
+        assert!(
+            matches!(&e, OpenError::NoKey(m) if m.contains("GPG_PASSPHRASE")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn key_files_are_checked() {
+        assert!(age_identities("AGE-SECRET-KEY-1NOTAKEY").is_err());
+        assert!(age_identities("# only a comment\n").is_err());
+        let id = age::x25519::Identity::generate();
+        assert_eq!(
+            age_identities(id.to_string().expose_secret())
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            gpg_secret_keys(
+                "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n-----END PGP PUBLIC KEY BLOCK-----\n"
+            )
+            .is_err()
+        );
+        assert!(
+            !format!(
+                "{:?}",
+                Keys {
+                    gpg_passphrase: Some("hunter2".into()),
+                    ..Keys::default()
+                }
+            )
+            .contains("hunter2")
+        );
+    }
+}

@@ -127,6 +127,7 @@ async fn restore(config: &Config, req: &Request, out: &mut impl Write) -> Result
     );
     check_target(&target, req.overwrite, manifest.as_ref())?;
     if in_place && req.safety_backup {
+        wait_for_a_new_name(config, storage).await;
         let stats = super::backup::run_once(config).await;
         if stats.outcome() == Outcome::Failure {
             return Err(fail(
@@ -180,6 +181,31 @@ async fn restore(config: &Config, req: &Request, out: &mut impl Write) -> Result
         }
     }
     result
+}
+
+/// A safety backup right after a backup (a script, a test) would get the same name in the
+/// same second, and a backup is never replaced: wait for a name the folder does not hold
+/// (at most two seconds; a template without a time verb never changes and then fails).
+async fn wait_for_a_new_name(config: &Config, storage: &dyn Storage) {
+    let Ok(entries) = storage.list().await else {
+        return;
+    };
+    for _ in 0..3 {
+        let now = jiff::Zoned::now().with_time_zone(config.time_zone.clone());
+        let Ok(name) = config.filename.render(&now) else {
+            return;
+        };
+        let manifest = catalog::manifest_name(&name);
+        if !entries.iter().any(|e| e.name == name || e.name == manifest) {
+            return;
+        }
+        // Until just past the next second.
+        let into_second = u64::try_from(now.subsec_nanosecond() / 1_000_000).unwrap_or(0);
+        tokio::time::sleep(std::time::Duration::from_millis(
+            1001 - into_second.min(1000),
+        ))
+        .await;
+    }
 }
 
 /// The destination to restore from (`--from`, else the first that lists the backup) and
