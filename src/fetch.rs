@@ -16,19 +16,31 @@ use crate::storage::{Storage, StorageError};
 /// Chunks in flight between the download and the reader.
 const IN_FLIGHT: usize = 4;
 
-/// The stored bytes as a blocking [`Read`]. An error from the destination is an error here.
+/// The stored bytes as a blocking [`Read`]. An error from the destination is an error here,
+/// and so is a download that stopped without saying it reached the end (cancelled): only
+/// the explicit end marker (an empty chunk) reads as the end of the backup.
 pub struct StoredReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
+    ended: bool,
 }
 
 impl Read for StoredReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
+                Some(Ok(chunk)) if chunk.is_empty() => self.ended = true,
                 Some(Ok(chunk)) => self.current = chunk,
                 Some(Err(e)) => return Err(e),
-                None => return Ok(0),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the download stopped before the end of the backup",
+                    ));
+                }
             }
         }
         let n = buf.len().min(self.current.len());
@@ -49,6 +61,7 @@ pub async fn read_objects<T: Send + 'static>(
     let reader = StoredReader {
         rx,
         current: Bytes::new(),
+        ended: false,
     };
     let consumer = tokio::task::spawn_blocking(move || consume(reader));
     let download = async move {
@@ -64,10 +77,12 @@ pub async fn read_objects<T: Send + 'static>(
             let (mut hasher, mut size) = (Sha256::new(), 0u64);
             while let Some(item) = data.next().await {
                 match item {
+                    Ok(chunk) if chunk.is_empty() => {}
                     Ok(chunk) => {
                         hasher.update(&chunk);
                         size += chunk.len() as u64;
                         if tx.send(Ok(chunk)).await.is_err() {
+                            // The reader stopped early (it had what it needed, or failed).
                             return Ok(parts);
                         }
                     }
@@ -89,6 +104,8 @@ pub async fn read_objects<T: Send + 'static>(
                     .collect(),
             });
         }
+        // The end marker: everything arrived.
+        let _ = tx.send(Ok(Bytes::new())).await;
         Ok(parts)
     };
     let (parts, consumed) = tokio::join!(download, consumer);
@@ -114,4 +131,38 @@ pub async fn read_small(
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_end_marker_ends_the_stream() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(Bytes::from_static(b"abc"))).unwrap();
+        drop(tx); // cancelled: no end marker
+        let mut r = StoredReader {
+            rx,
+            current: Bytes::new(),
+            ended: false,
+        };
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(out, b"abc");
+
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(Bytes::from_static(b"abc"))).unwrap();
+        tx.try_send(Ok(Bytes::new())).unwrap();
+        drop(tx);
+        let mut r = StoredReader {
+            rx,
+            current: Bytes::new(),
+            ended: false,
+        };
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abc");
+    }
 }

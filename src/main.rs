@@ -234,9 +234,10 @@ fn main() -> ExitCode {
                 overwrite,
                 safety_backup,
             };
-            runtime(move |_| async move {
+            runtime(move |shutdown| async move {
                 ExitCode::from(
-                    commands::restore::run(&config, &request, &mut std::io::stdout()).await,
+                    commands::restore::run(&config, &request, shutdown, &mut std::io::stdout())
+                        .await,
                 )
             })
         }

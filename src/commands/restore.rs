@@ -23,8 +23,9 @@ use crate::fetch;
 use crate::manifest::Manifest;
 use crate::progress::human_bytes;
 use crate::report::Outcome;
-use crate::schedule::lock;
+use crate::schedule::{lock, shutdown_requested};
 use crate::storage::{self, Backend, Storage};
+use tokio::sync::watch;
 
 use super::verify::{self, Verdict};
 
@@ -58,8 +59,15 @@ fn fail(code: u8, why: String) -> Failed {
     }
 }
 
-pub async fn run(config: &Config, req: &Request, out: &mut impl Write) -> u8 {
-    let (report, failure) = match restore(config, req, out).await {
+/// Restores as `req` asks; SIGTERM/SIGINT (`shutdown`) stops it midway, and the containers
+/// an in-place restore stopped are started again then too.
+pub async fn run(
+    config: &Config,
+    req: &Request,
+    shutdown: watch::Receiver<bool>,
+    out: &mut impl Write,
+) -> u8 {
+    let (report, failure) = match restore(config, req, shutdown, out).await {
         Ok(report) => (Some(report), None),
         Err(Failed { code, why, done }) => (done, Some((code, why))),
     };
@@ -97,7 +105,12 @@ fn print_report(report: &Report, out: &mut impl Write) {
     }
 }
 
-async fn restore(config: &Config, req: &Request, out: &mut impl Write) -> Result<Report, Failed> {
+async fn restore(
+    config: &Config,
+    req: &Request,
+    mut shutdown: watch::Receiver<bool>,
+    out: &mut impl Write,
+) -> Result<Report, Failed> {
     let (owned, unavailable) = storage::open_all(&config.targets()).await;
     for (backend, e) in &unavailable {
         if req.from.is_none_or(|f| f == *backend) {
@@ -149,8 +162,17 @@ async fn restore(config: &Config, req: &Request, out: &mut impl Write) -> Result
         }),
         max_entries: manifest.as_ref().map(|m| m.tar.entries),
     };
+    let extraction = async {
+        tokio::select! {
+            result = extract_from(config, storage, &backup, target, opts, manifest.as_ref()) => result,
+            () = shutdown_requested(&mut shutdown) => Err(fail(
+                1,
+                "interrupted: the restore stopped midway, the target holds part of the backup".into(),
+            )),
+        }
+    };
     if !in_place {
-        return extract_from(config, storage, &backup, target, opts, manifest.as_ref()).await;
+        return extraction.await;
     }
     let _held = lock::acquire(&config.lock_file, config.lock_timeout)
         .await
@@ -167,7 +189,7 @@ async fn restore(config: &Config, req: &Request, out: &mut impl Write) -> Result
         ),
         None => None,
     };
-    let result = extract_from(config, storage, &backup, target, opts, manifest.as_ref()).await;
+    let result = extraction.await;
     if let (Some(engine), Some((list, since))) = (&engine, &stopped) {
         for d in engine.start_again(list, *since).await {
             match d.error {

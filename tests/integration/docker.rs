@@ -601,3 +601,36 @@ fn an_in_place_restore_stops_the_app_and_starts_it_again_also_when_it_fails() {
     app.wait_until(true);
     assert_ne!(app.started_at(), before);
 }
+
+#[test]
+fn sigterm_during_an_in_place_restore_starts_the_containers_again() {
+    let s = Setup::new();
+    fs::File::create(s.src.join("big.bin"))
+        .unwrap()
+        .set_len(2 << 30)
+        .unwrap();
+    let label = unique("rterm");
+    let out = run(backup(&s, &label).env("BACKUP_COMPRESSION", "zst"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let app = App::start("rterm", "app", &s.src, &[stop(&label)]);
+    app.wait_until(true);
+    let template = backup(&s, &label);
+    let child = same_env(&template, template.get_program())
+        .args(["restore", "latest", "--overwrite"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _kill_on_panic = KillOnPanic(child.id());
+    app.wait_until(false);
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("interrupted"), "{text}");
+    assert!(
+        text.contains(&format!("container {} started again", app.name)),
+        "{text}"
+    );
+    app.wait_until(true);
+}
