@@ -8,7 +8,7 @@
 # with cargo into ~/.cache/dunnage/servers/s3s if missing) and compares that end-to-end run
 # with `tar | zstd -3 -T0 > file`.
 #
-# Usage: bench/run.sh [--scale N] [--reps N] [--s3]
+# Usage: bench/run.sh [--scale N] [--reps N] [--s3] [--restore-only]
 #   BENCH_DIR  where the dataset and outputs live (default ~/.cache/dunnage/bench)
 # The dataset is built once per scale and reused (it is deterministic).
 set -euo pipefail
@@ -16,12 +16,14 @@ set -euo pipefail
 scale=1
 reps=3
 s3=
+restore_only=
 while [ $# -gt 0 ]; do
   case "$1" in
+    --restore-only) restore_only=1; shift ;;
     --scale) scale=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
     --s3) s3=1; shift ;;
-    *) echo "usage: $0 [--scale N] [--reps N] [--s3]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--scale N] [--reps N] [--s3] [--restore-only]" >&2; exit 2 ;;
   esac
 done
 
@@ -146,8 +148,10 @@ all_tools() {
       AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=benchsecret "$bin" backup
   fi
 }
-for _ in $(seq "$reps"); do all_tools; done
-trace=1 all_tools
+if [ -z "$restore_only" ]; then
+  for _ in $(seq "$reps"); do all_tools; done
+  trace=1 all_tools
+fi
 
 # Getting it back: the same archives, made once, restored and read by each tool.
 arch=$bench_dir/archives
@@ -208,6 +212,7 @@ printf '\n%-18s %9s %10s %8s %9s %16s\n' tool "MiB/s" "vs base" ratio "peak RSS"
 names=("tar|zstd -3 -T0" "dunnage zst 3" "tar|zstd|age" "dunnage zst+age" "tar|zstd|gpg"
   "dunnage zst+gpg" "tar|pigz -6" "dunnage gz 6")
 [ -z "$s3" ] || names+=("tar|zstd|boto3 S3" "dunnage zst 3 S3")
+[ -z "$restore_only" ] || names=()
 for name in "${names[@]}"; do
   case "$name" in
     *"|age"* | *"+age"*) base="tar|zstd|age" ;;
