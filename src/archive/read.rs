@@ -189,9 +189,19 @@ impl Prefetch {
         if let Err(e) = spawned {
             let (tx, rx) = mpsc::sync_channel(1);
             let _ = tx.send(Err(e));
-            return Prefetch { rx, current: Vec::new(), pos: 0, ended: false };
+            return Prefetch {
+                rx,
+                current: Vec::new(),
+                pos: 0,
+                ended: false,
+            };
         }
-        Prefetch { rx, current: Vec::new(), pos: 0, ended: false }
+        Prefetch {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+            ended: false,
+        }
     }
 }
 

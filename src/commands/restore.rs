@@ -171,9 +171,20 @@ async fn restore(
             )),
         }
     };
-    if !in_place {
-        return extraction.await;
+    if in_place {
+        with_containers_stopped(config, extraction, out).await
+    } else {
+        extraction.await
     }
+}
+
+/// Runs `extraction` under the run lock with the labeled containers stopped, and starts them
+/// again however it ends.
+async fn with_containers_stopped(
+    config: &Config,
+    extraction: impl Future<Output = Result<Report, Failed>>,
+    out: &mut impl Write,
+) -> Result<Report, Failed> {
     let _held = lock::acquire(&config.lock_file, config.lock_timeout)
         .await
         .map_err(|e| fail(1, e.to_string()))?;
@@ -192,14 +203,10 @@ async fn restore(
     let result = extraction.await;
     if let (Some(engine), Some((list, since))) = (&engine, &stopped) {
         for d in engine.start_again(list, *since).await {
-            match d.error {
-                Some(e) => {
-                    let _ = writeln!(out, "container {} did not start again: {e}", d.name);
-                }
-                None => {
-                    let _ = writeln!(out, "container {} started again", d.name);
-                }
-            }
+            let _ = match d.error {
+                Some(e) => writeln!(out, "container {} did not start again: {e}", d.name),
+                None => writeln!(out, "container {} started again", d.name),
+            };
         }
     }
     result
