@@ -16,6 +16,7 @@ pub mod registry;
 pub mod secrets;
 pub mod storage;
 
+pub use metrics::Metrics;
 pub use notify::capture::{CaptureLayer, RUN_SPAN};
 
 mod archive;
@@ -26,6 +27,7 @@ mod duration;
 mod fetch;
 mod filename;
 mod manifest;
+mod metrics;
 mod net;
 mod notify;
 mod pipeline;

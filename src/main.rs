@@ -245,11 +245,28 @@ fn main() -> ExitCode {
             exit(commands::prune::run(&configs, dry_run, &mut std::io::stdout()).await)
         }),
         None => runtime(|shutdown| async move {
+            let listen = match commands::serve::listen_setting(&env) {
+                Ok(listen) => listen,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
             tracing::info!(
                 "dunnage scheduler started with {} schedule(s)",
                 configs.len()
             );
-            let failed = commands::scheduler::run_forever(configs, shutdown).await;
+            let metrics = std::sync::Arc::new(dunnage::Metrics::new());
+            if let Some(listen) = listen {
+                let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = commands::serve::serve(listen, metrics, shutdown).await {
+                        // The schedules go on: backups matter more than their dashboard.
+                        tracing::error!("the API is off: {e}");
+                    }
+                });
+            }
+            let failed = commands::scheduler::run_forever(configs, metrics, shutdown).await;
             tracing::info!("scheduler stopped ({failed} failed run(s) since start)");
             ExitCode::SUCCESS
         }),

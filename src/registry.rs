@@ -132,6 +132,7 @@ pub static VARIABLES: &[VarSpec] = &[
         Schedule,
     ),
     var("TZ", None, Schedule),
+    var("DUNNAGE_API_LISTEN", None, Schedule),
     // Archive
     var("BACKUP_SOURCES", Some("/backup"), Archive),
     var("BACKUP_EXCLUDE_REGEXP", None, Archive),

@@ -17,5 +17,6 @@ pub mod prune;
 pub mod recover;
 pub mod restore;
 pub mod scheduler;
+pub mod serve;
 pub mod startup;
 pub mod verify;

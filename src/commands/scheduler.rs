@@ -9,25 +9,39 @@ use tokio::sync::watch;
 
 use super::backup::run_once;
 use super::recover::recover_interrupted;
+use std::sync::Arc;
+
 use crate::config::Config;
 use crate::manifest::Level;
+use crate::metrics::Metrics;
 use crate::schedule::cron::CronSchedule;
 use crate::schedule::{SHUTDOWN_RECOVERY_WAIT, cron, shutdown_requested, sleep_until};
 
-/// Runs every schedule until `shutdown` turns true. Returns the number of failed runs.
-pub async fn run_forever(configs: Vec<Config>, shutdown: watch::Receiver<bool>) -> usize {
+/// Runs every schedule until `shutdown` turns true, each run counted in `metrics`. Returns
+/// the number of failed runs.
+pub async fn run_forever(
+    configs: Vec<Config>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> usize {
     announce(&configs).await;
     let mut tasks = Vec::new();
     for config in configs {
+        metrics.restore_state(&config.name, &config.docker.state_dir);
         if let Some((cron, level)) = config.verify_cron.clone() {
             tasks.push(tokio::spawn(verify_loop(
                 config.clone(),
                 cron,
                 level,
+                metrics.clone(),
                 shutdown.clone(),
             )));
         }
-        tasks.push(tokio::spawn(schedule_loop(config, shutdown.clone())));
+        tasks.push(tokio::spawn(schedule_loop(
+            config,
+            metrics.clone(),
+            shutdown.clone(),
+        )));
     }
     let mut failed = 0;
     for task in tasks {
@@ -73,6 +87,7 @@ async fn verify_loop(
     config: Config,
     cron: CronSchedule,
     level: Level,
+    metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) -> usize {
     let mut failed = 0;
@@ -93,6 +108,7 @@ async fn verify_loop(
         }
         tokio::select! {
             stats = super::verify::scheduled(&config, level) => {
+                metrics.record(&stats);
                 if !stats.complete() {
                     failed += 1;
                 }
@@ -104,7 +120,11 @@ async fn verify_loop(
     }
 }
 
-async fn schedule_loop(config: Config, mut shutdown: watch::Receiver<bool>) -> usize {
+async fn schedule_loop(
+    config: Config,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> usize {
     // Containers a crashed earlier process left stopped go back up now, not at the next run.
     tokio::select! {
         () = recover_interrupted(&config, config.lock_timeout) => {}
@@ -142,6 +162,7 @@ async fn schedule_loop(config: Config, mut shutdown: watch::Receiver<bool>) -> u
         }
         tokio::select! {
             stats = run_once(&config) => {
+                metrics.record(&stats);
                 if !stats.succeeded() {
                     failed += 1;
                 }
