@@ -38,3 +38,4 @@ mod resources;
 mod schedule;
 mod spool;
 mod stream;
+mod tokens;

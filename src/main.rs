@@ -245,10 +245,15 @@ fn main() -> ExitCode {
             exit(commands::prune::run(&configs, dry_run, &mut std::io::stdout()).await)
         }),
         None => runtime(|shutdown| async move {
-            let listen = match commands::serve::listen_setting(&env) {
-                Ok(listen) => listen,
-                Err(e) => {
-                    tracing::error!("{e}");
+            let (listen, tokens) = match (
+                commands::serve::listen_setting(&env),
+                commands::serve::tokens_setting(&env),
+            ) {
+                (Ok(listen), Ok(tokens)) => (listen, tokens),
+                (listen, tokens) => {
+                    for e in [listen.err(), tokens.err()].into_iter().flatten() {
+                        tracing::error!("{e}");
+                    }
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
@@ -258,9 +263,14 @@ fn main() -> ExitCode {
             );
             let metrics = std::sync::Arc::new(dunnage::Metrics::new());
             if let Some(listen) = listen {
-                let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+                let api = std::sync::Arc::new(commands::serve::Api {
+                    metrics: metrics.clone(),
+                    tokens,
+                    akeeba: commands::akeeba::Akeeba::new(configs.clone()),
+                });
+                let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = commands::serve::serve(listen, metrics, shutdown).await {
+                    if let Err(e) = commands::serve::serve(listen, api, shutdown).await {
                         // The schedules go on: backups matter more than their dashboard.
                         tracing::error!("the API is off: {e}");
                     }

@@ -10,6 +10,7 @@
 //! - `scheduler`: every schedule on its cron expression until shutdown.
 //! - `startup`: telling people that the configuration is invalid (once per mistake).
 
+pub mod akeeba;
 pub mod backup;
 pub mod check;
 pub mod list;

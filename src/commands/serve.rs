@@ -1,21 +1,27 @@
-//! The scheduler's HTTP side (`DUNNAGE_API_LISTEN`): `GET /healthz` for liveness probes and
-//! the image's HEALTHCHECK, `GET /metrics` for Prometheus. Plain HTTP on loopback or a unix
-//! socket; TLS belongs to a reverse proxy in front (docs/how-to/api.md).
+//! The scheduler's HTTP side (`DUNNAGE_API_LISTEN`): `GET /healthz` for liveness probes,
+//! `GET /metrics` for Prometheus, and Akeeba Backup's JSON API at `*.php` for hosting panels
+//! (tokens from `DUNNAGE_API_TOKENS`). Plain HTTP on loopback or a unix socket; TLS belongs to
+//! a reverse proxy in front.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
+use super::akeeba::{Akeeba, Answer};
 use crate::config::Vars;
 use crate::metrics::Metrics;
 use crate::schedule::shutdown_requested;
+use crate::tokens::Tokens;
 
 /// Where the API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +37,20 @@ impl std::fmt::Display for Listen {
             Listen::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
+}
+
+/// `DUNNAGE_API_TOKENS` (or its `_FILE`) from the process environment: no tokens when unset.
+pub fn tokens_setting(env: &Vars) -> Result<Tokens, String> {
+    let raw = match (
+        env.get("DUNNAGE_API_TOKENS"),
+        env.get("DUNNAGE_API_TOKENS_FILE"),
+    ) {
+        (Some(v), _) if !v.trim().is_empty() => v.to_owned(),
+        (_, Some(path)) if !path.trim().is_empty() => std::fs::read_to_string(path.trim())
+            .map_err(|e| format!("DUNNAGE_API_TOKENS_FILE={path}: cannot read it: {e}"))?,
+        _ => return Ok(Tokens::default()),
+    };
+    Tokens::parse(&raw).map_err(|problems| format!("DUNNAGE_API_TOKENS: {}", problems.join("; ")))
 }
 
 /// `DUNNAGE_API_LISTEN` from the process environment: a port (on 127.0.0.1), an address
@@ -63,16 +83,25 @@ pub fn listen_setting(env: &Vars) -> Result<Option<Listen>, String> {
         .map_err(|_| bad())
 }
 
+/// What the handlers share.
+pub struct Api {
+    pub metrics: Arc<Metrics>,
+    /// `DUNNAGE_API_TOKENS`; without it every authenticated call is refused.
+    pub tokens: Tokens,
+    pub akeeba: Akeeba,
+}
+
 /// Serves until `shutdown`; an address that cannot be bound is an error at once.
 pub async fn serve(
     listen: Listen,
-    metrics: Arc<Metrics>,
+    api: Arc<Api>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), String> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
-        .with_state(metrics);
+        .fallback(akeeba_endpoint)
+        .with_state(api);
     let stop = async move { shutdown_requested(&mut shutdown).await };
     match &listen {
         Listen::Tcp(addr) => {
@@ -119,14 +148,76 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+async fn render_metrics(State(api): State<Arc<Api>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        metrics.render(),
+        api.metrics.render(),
     )
+}
+
+/// Akeeba's JSON API at any `*.php` path (`index.php`, `remote.php`, ...): parameters from
+/// the query string (GET) or the query string and the form body (POST), the secret word from
+/// `X-Akeeba-Auth` or `_akeebaAuth` (query or body).
+async fn akeeba_endpoint(State(api): State<Arc<Api>>, request: Request) -> Response {
+    if !request.uri().path().ends_with(".php") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let mut params: BTreeMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if parts.method == Method::POST {
+        let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
+            return json_answer(400, "the request body is too large".into());
+        };
+        params.extend(url::form_urlencoded::parse(&body).into_owned());
+    } else if parts.method != Method::GET {
+        return json_answer(405, "Unknown method".into());
+    }
+    let secret = parts
+        .headers
+        .get("x-akeeba-auth")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| params.get("_akeebaAuth").cloned());
+    let Some(token) = secret.as_deref().and_then(|s| api.tokens.check(s)) else {
+        return json_answer(503, "Access denied".into());
+    };
+    let method = params.get("method").cloned().unwrap_or_default();
+    match api.akeeba.call(token, &method, &params).await {
+        Answer::Json(status, data) => json_answer(status, data),
+        Answer::NotFound => StatusCode::NOT_FOUND.into_response(),
+        Answer::Raw { name, size, body } => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (header::CONTENT_LENGTH, size.to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{}\"", name.replace('"', "")),
+                ),
+            ],
+            Body::from_stream(body),
+        )
+            .into_response(),
+    }
+}
+
+/// `{"status": .., "data": ..}` with HTTP 200, as Akeeba's server answers; no `#` in it
+/// (its clients cut bodies at `###`), so every `#` (only ever inside a string) is escaped.
+fn json_answer(status: u16, data: serde_json::Value) -> Response {
+    let text = serde_json::json!({"status": status, "data": data})
+        .to_string()
+        .replace('#', "\\u0023");
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 #[cfg(test)]

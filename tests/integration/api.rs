@@ -273,3 +273,213 @@ fn the_api_listens_on_a_unix_socket_and_a_bad_address_is_refused() {
         stderr(&out)
     );
 }
+
+/// One Akeeba API call as its clients make it: GET with every parameter in the query.
+fn akeeba(port: u16, secret: &str, method: &str, params: &[(&str, &str)]) -> Value {
+    let mut query = format!(
+        "_akeebaAuth={secret}&view=Api&method={method}&option=com_akeebabackup&format=json"
+    );
+    for (k, v) in params {
+        query.push_str(&format!("&{k}={v}"));
+    }
+    let (status, body) = get_tcp(port, &format!("/index.php?{query}"));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Raw bytes of a GET (downloadDirect).
+fn get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    (head[9..12].parse().unwrap(), all[split + 4..].to_vec())
+}
+
+#[test]
+fn akeeba_clients_list_inspect_and_download_only_their_profiles_backups() {
+    let s = Setup::new();
+    crate::common::remote::sources_with_random(&s, 3, 21);
+    let conf = s.tmp.path().join("conf.d");
+    fs::create_dir(&conf).unwrap();
+    let blog_out = s.tmp.path().join("blog-archive");
+    fs::create_dir(&blog_out).unwrap();
+    fs::write(
+        conf.join("shop"),
+        "BACKUP_SPLIT_SIZE=1MiB\nBACKUP_FILENAME=shop-%Y%m%dT%H%M%S.{{ .Extension }}\n",
+    )
+    .unwrap();
+    fs::write(
+        conf.join("blog"),
+        format!(
+            "BACKUP_ARCHIVE={}\nBACKUP_FILENAME=blog#1-%s.tar\n",
+            blog_out.display()
+        ),
+    )
+    .unwrap();
+    for schedule in ["shop", "blog"] {
+        let out = run(s
+            .backup()
+            .args(["--config", schedule])
+            .env("BACKUP_COMPRESSION", "none"));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let port = free_port();
+    let child = s
+        .command(&[])
+        .env("BACKUP_CRON_EXPRESSION", "0 0 1 1 *")
+        .env("BACKUP_COMPRESSION", "none")
+        .env("DUNNAGE_API_LISTEN", port.to_string())
+        .env(
+            "DUNNAGE_API_TOKENS",
+            "shop-panel-secret-1 scopes=read profiles=shop\nadmin-panel-secret-1 scopes=admin",
+        )
+        .stderr(log_file(&s))
+        .spawn()
+        .unwrap();
+    let _guard = KillOnPanic(child.id());
+    wait_for("the API", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+
+    assert_eq!(
+        akeeba(port, "wrong-secret-12345", "getVersion", &[])["status"],
+        503
+    );
+    let version = akeeba(port, "shop-panel-secret-1", "getVersion", &[]);
+    assert_eq!(version["status"], 200);
+    assert!(version["data"]["api"].as_u64().unwrap() >= 319);
+    let profiles = akeeba(port, "shop-panel-secret-1", "getProfiles", &[])["data"].clone();
+    assert_eq!(profiles.as_array().unwrap().len(), 1, "{profiles}");
+    assert_eq!(profiles[0]["name"], "shop");
+    assert_eq!(
+        akeeba(port, "admin-panel-secret-1", "getProfiles", &[])["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let list = akeeba(
+        port,
+        "shop-panel-secret-1",
+        "listBackups",
+        &[("from", "0"), ("limit", "200")],
+    );
+    let records = list["data"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{list}");
+    let id = records[0]["id"].as_u64().unwrap().to_string();
+    assert_eq!(records[0]["status"], "complete");
+    let info = akeeba(
+        port,
+        "shop-panel-secret-1",
+        "getBackupInfo",
+        &[("backup_id", &id)],
+    );
+    let parts = info["data"]["filenames"].as_array().unwrap().clone();
+    assert!(parts.len() >= 3, "{info}");
+    assert_eq!(
+        info["data"]["multipart"].as_u64().unwrap() as usize,
+        parts.len()
+    );
+    for part in &parts {
+        let n = part["part"].as_u64().unwrap().to_string();
+        let name = part["name"].as_str().unwrap();
+        let stored = fs::read(s.out.join(name)).unwrap();
+        assert_eq!(part["size"].as_u64().unwrap() as usize, stored.len());
+        // downloadDirect: the raw bytes.
+        let (status, bytes) = get_bytes(
+            port,
+            &format!(
+                "/index.php?_akeebaAuth=shop-panel-secret-1&view=Api&method=downloadDirect&backup_id={id}&part_id={n}"
+            ),
+        );
+        assert_eq!(status, 200);
+        assert!(bytes == stored, "downloadDirect part {n}");
+        // download: base64 segments of chunk_size MiB until 404.
+        let mut joined = Vec::new();
+        for segment in 1.. {
+            let seg = segment.to_string();
+            let answer = akeeba(
+                port,
+                "shop-panel-secret-1",
+                "download",
+                &[
+                    ("backup_id", &id),
+                    ("part", &n),
+                    ("segment", &seg),
+                    ("chunk_size", "1"),
+                ],
+            );
+            if answer["status"] == 404 {
+                break;
+            }
+            assert_eq!(answer["status"], 200, "{answer}");
+            use base64::Engine as _;
+            joined.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(answer["data"].as_str().unwrap())
+                    .unwrap(),
+            );
+        }
+        assert!(joined == stored, "download part {n}");
+    }
+
+    // The blog's record is invisible to the shop's token, visible to the admin's; its name
+    // has a '#', which never appears raw in an answer (the clients cut at ###).
+    let all = akeeba(port, "admin-panel-secret-1", "listBackups", &[]);
+    let blog = all["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["profile_id"] != records[0]["profile_id"])
+        .unwrap()
+        .clone();
+    let blog_id = blog["id"].as_u64().unwrap().to_string();
+    assert_eq!(
+        akeeba(
+            port,
+            "shop-panel-secret-1",
+            "getBackupInfo",
+            &[("backup_id", &blog_id)]
+        )["status"],
+        404
+    );
+    assert_eq!(get_bytes(port, &format!("/index.php?_akeebaAuth=shop-panel-secret-1&method=downloadDirect&backup_id={blog_id}&part_id=1")).0, 404);
+    let (_, raw) = get_tcp(
+        port,
+        &format!(
+            "/index.php?_akeebaAuth=admin-panel-secret-1&method=getBackupInfo&backup_id={blog_id}"
+        ),
+    );
+    assert!(!raw.contains('#') && raw.contains("\\u0023"), "{raw}");
+    // Ids stay the same when listed again.
+    assert_eq!(
+        akeeba(port, "shop-panel-secret-1", "listBackups", &[])["data"][0]["id"]
+            .as_u64()
+            .unwrap()
+            .to_string(),
+        id
+    );
+    // POST: the secret in the query string, the rest as a form.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let form = "view=Api&method=getProfiles&option=com_akeebabackup&format=json";
+    write!(stream, "POST /index.php?_akeebaAuth=shop-panel-secret-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}", form.len()).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let answer: Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(answer["data"][0]["name"], "shop");
+    assert_eq!(
+        akeeba(port, "shop-panel-secret-1", "noSuchMethod", &[])["status"],
+        405
+    );
+    stop(&s, child);
+    let log = fs::read_to_string(s.tmp.path().join("scheduler.log")).unwrap();
+    assert!(!log.contains("panel-secret"), "{log}");
+}
