@@ -20,17 +20,23 @@ fn free_port() -> u16 {
 }
 
 /// One HTTP/1.1 GET over `stream`; the status code and the body.
-fn get(mut stream: impl Read + Write, path: &str) -> (u16, String) {
+fn get(stream: impl Read + Write, path: &str) -> (u16, String) {
+    let (status, body) = get_raw(stream, path);
+    (status, String::from_utf8(body).unwrap())
+}
+
+/// The same, the body as bytes.
+fn get_raw(mut stream: impl Read + Write, path: &str) -> (u16, Vec<u8>) {
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let status = String::from_utf8_lossy(&all[9..12]).parse().unwrap();
+    (status, all[split + 4..].to_vec())
 }
 
 fn get_tcp(port: u16, path: &str) -> (u16, String) {
@@ -289,17 +295,10 @@ fn akeeba(port: u16, secret: &str, method: &str, params: &[(&str, &str)]) -> Val
 
 /// Raw bytes of a GET (downloadDirect).
 fn get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    get_raw(
+        std::net::TcpStream::connect(("127.0.0.1", port)).unwrap(),
+        path,
     )
-    .unwrap();
-    let mut all = Vec::new();
-    stream.read_to_end(&mut all).unwrap();
-    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&all[..split]).into_owned();
-    (head[9..12].parse().unwrap(), all[split + 4..].to_vec())
 }
 
 #[test]
