@@ -266,7 +266,7 @@ fn main() -> ExitCode {
                 let api = std::sync::Arc::new(commands::serve::Api {
                     metrics: metrics.clone(),
                     tokens,
-                    akeeba: commands::akeeba::Akeeba::new(configs.clone()),
+                    akeeba: commands::akeeba::Akeeba::new(configs.clone(), metrics.clone()),
                 });
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {

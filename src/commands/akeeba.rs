@@ -1,5 +1,5 @@
-//! Akeeba Backup's remote JSON API (v2), the part that reads: `getVersion`, `getProfiles`,
-//! `listBackups`, `getBackupInfo`, `downloadDirect` and `download`, as Akeeba's own clients
+//! Akeeba Backup's remote JSON API (v2): `getVersion`, `getProfiles`, `startBackup` and
+//! `stepBackup`, `listBackups`, `getBackupInfo`, `downloadDirect` and `download`, as Akeeba's own clients
 //! call them (docs/reference contract: secret word in `_akeebaAuth` or `X-Akeeba-Auth`,
 //! `{"status": <int>, "data": ...}` answers with HTTP 200, 503 for a wrong secret, 404 for
 //! what the token may not see). The secret word is an API token (`DUNNAGE_API_TOKENS`).
@@ -16,8 +16,12 @@ use base64::Engine as _;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
 use crate::catalog::{self, Backup};
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::report::RunStats;
 use crate::storage::{self, Storage};
 use crate::stream::ByteStream;
 use crate::tokens::{Scope, Token};
@@ -47,11 +51,31 @@ fn error(status: u16, message: &str) -> Answer {
     Answer::Json(status, Value::String(message.to_owned()))
 }
 
-/// What the adapter serves: the schedules and the record ids.
+/// What the adapter serves: the schedules, the record ids, the runs it started.
 pub struct Akeeba {
     configs: Vec<Config>,
     ids: Mutex<Ids>,
+    runs: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Run>>>>,
+    /// Schedules with a run started here that has not ended.
+    active: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    metrics: Arc<Metrics>,
 }
+
+/// Finished runs remembered for `stepBackup`.
+const KEPT_RUNS: usize = 100;
+
+/// A backup started through `startBackup`.
+struct Run {
+    profile: usize,
+    schedule: String,
+    handle: Option<tokio::task::JoinHandle<RunStats>>,
+    done: Option<RunStats>,
+    steps: u64,
+}
+
+/// How long `stepBackup` waits for the run before answering "still running" (the clients
+/// call it again at once, whatever `sleepTime` says).
+const STEP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Stable record ids: `schedule/name` -> id, kept in a file.
 struct Ids {
@@ -85,7 +109,7 @@ impl Ids {
 }
 
 impl Akeeba {
-    pub fn new(mut configs: Vec<Config>) -> Akeeba {
+    pub fn new(mut configs: Vec<Config>, metrics: Arc<Metrics>) -> Akeeba {
         configs.sort_by(|a, b| a.name.cmp(&b.name));
         let path = configs
             .first()
@@ -98,7 +122,112 @@ impl Akeeba {
         Akeeba {
             configs,
             ids: Mutex::new(Ids { path, map }),
+            runs: Mutex::new(BTreeMap::new()),
+            active: Arc::default(),
+            metrics,
         }
+    }
+
+    /// `startBackup`: a run of the profile now (under the run lock, like any run).
+    fn start_backup(&self, token: &Token, profile: u64) -> Answer {
+        let Some((profile, config)) = self.profiles(token).find(|(id, _)| *id as u64 == profile)
+        else {
+            return error(404, "Invalid profile");
+        };
+        if !token.allows(Scope::Run) {
+            return error(403, "This token may not start backups");
+        }
+        if !self
+            .active
+            .lock()
+            .expect("active")
+            .insert(config.name.clone())
+        {
+            return error(500, "A backup of this profile is already running");
+        }
+        let backupid = format!(
+            "id-{}-{}",
+            jiff::Timestamp::now().as_millisecond(),
+            config.name
+        );
+        let (run_config, metrics, active) =
+            (config.clone(), self.metrics.clone(), self.active.clone());
+        let handle = tokio::spawn(async move {
+            let stats = super::backup::run_once(&run_config).await;
+            metrics.record(&stats);
+            active.lock().expect("active").remove(&run_config.name);
+            stats
+        });
+        let mut runs = self.runs.lock().expect("runs");
+        while runs.len() >= KEPT_RUNS {
+            let finished = runs
+                .iter()
+                .find(|(_, r)| {
+                    r.try_lock().is_ok_and(|r| {
+                        r.done.is_some() || r.handle.as_ref().is_none_or(|h| h.is_finished())
+                    })
+                })
+                .map(|(k, _)| k.clone());
+            match finished {
+                Some(key) => runs.remove(&key),
+                None => break,
+            };
+        }
+        runs.insert(
+            backupid.clone(),
+            Arc::new(tokio::sync::Mutex::new(Run {
+                profile,
+                schedule: config.name.clone(),
+                handle: Some(handle),
+                done: None,
+                steps: 0,
+            })),
+        );
+        ok(progress(&backupid, 0, profile, true, "Backup started", 0.0))
+    }
+
+    /// `stepBackup`: waits a moment for the run, then says where it is.
+    async fn step_backup(&self, token: &Token, backupid: &str) -> Answer {
+        let Some(run) = self.runs.lock().expect("runs").get(backupid).cloned() else {
+            return error(404, "Invalid backupid");
+        };
+        let mut run = run.lock().await;
+        if !token.sees(&run.schedule) {
+            return error(404, "Invalid backupid");
+        }
+        run.steps += 1;
+        if run.done.is_none() {
+            if let Some(handle) = run.handle.as_mut() {
+                if let Ok(joined) = tokio::time::timeout(STEP_WAIT, handle).await {
+                    run.handle = None;
+                    run.done = Some(joined.unwrap_or_else(|e| {
+                        let mut stats = RunStats::new(&run.schedule, jiff::Zoned::now());
+                        stats.error = Some(format!("the run stopped: {e}"));
+                        stats
+                    }));
+                }
+            }
+        }
+        let Some(stats) = &run.done else {
+            return ok(progress(backupid, 0, run.profile, true, "Backing up", 50.0));
+        };
+        if !stats.succeeded() {
+            return error(
+                500,
+                &format!(
+                    "A backup error has occurred: {}",
+                    stats.error.clone().unwrap_or_default()
+                ),
+            );
+        }
+        let id = stats
+            .archive_name
+            .as_deref()
+            .map(|name| self.ids.lock().expect("ids").id(&run.schedule, name))
+            .unwrap_or(0);
+        let mut answer = progress(backupid, id, run.profile, false, "Backup complete", 100.0);
+        answer["Warnings"] = json!(stats.warnings);
+        ok(answer)
     }
 
     /// Handles one call by `token` (already authenticated).
@@ -151,9 +280,12 @@ impl Akeeba {
                 self.download_segment(token, number("backup_id"), part, segment, chunk)
                     .await
             }
-            "startBackup" | "stepBackup" | "delete" | "deleteFiles" => {
-                error(501, "not implemented by dunnage yet")
+            "startBackup" => self.start_backup(token, number("profile").unwrap_or(1)),
+            "stepBackup" => {
+                let backupid = params.get("backupid").map(String::as_str).unwrap_or("");
+                self.step_backup(token, backupid).await
             }
+            "delete" | "deleteFiles" => error(501, "not implemented by dunnage yet"),
             _ => error(405, "Unknown method"),
         }
     }
@@ -277,6 +409,32 @@ impl Akeeba {
             base64::engine::general_purpose::STANDARD.encode(out),
         ))
     }
+}
+
+/// The progress object `startBackup` and `stepBackup` answer with.
+fn progress(
+    backupid: &str,
+    record: u64,
+    profile: usize,
+    running: bool,
+    step: &str,
+    percent: f64,
+) -> Value {
+    json!({
+        "HasRun": running,
+        "Domain": if running { "backup" } else { "finale" },
+        "Step": step,
+        "Substep": "",
+        "Error": "",
+        "Warnings": [],
+        "Progress": percent,
+        "backupid": backupid,
+        "BackupID": record,
+        "Archive": "",
+        "sleepTime": 0,
+        "stepNumber": 0,
+        "Profile": profile,
+    })
 }
 
 /// A profile's backups in its first destination that can be listed.

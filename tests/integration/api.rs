@@ -311,7 +311,7 @@ fn akeeba_clients_list_inspect_and_download_only_their_profiles_backups() {
     fs::create_dir(&blog_out).unwrap();
     fs::write(
         conf.join("shop"),
-        "BACKUP_SPLIT_SIZE=1MiB\nBACKUP_FILENAME=shop-%Y%m%dT%H%M%S.{{ .Extension }}\n",
+        "BACKUP_SPLIT_SIZE=1MiB\nBACKUP_FILENAME=shop-%Y%m%dT%H%M%S.%f.{{ .Extension }}\n",
     )
     .unwrap();
     fs::write(
@@ -477,6 +477,52 @@ fn akeeba_clients_list_inspect_and_download_only_their_profiles_backups() {
     assert_eq!(
         akeeba(port, "shop-panel-secret-1", "noSuchMethod", &[])["status"],
         405
+    );
+
+    // "Back up now", as the client steps it: start, then step until HasRun is false.
+    let shop_profile = profiles[0]["id"].as_u64().unwrap().to_string();
+    let refused = akeeba(
+        port,
+        "shop-panel-secret-1",
+        "startBackup",
+        &[("profile", &shop_profile)],
+    );
+    assert_eq!(refused["status"], 403, "a read-only token: {refused}");
+    let mut answer = akeeba(
+        port,
+        "admin-panel-secret-1",
+        "startBackup",
+        &[("profile", &shop_profile), ("description", "Remote+backup")],
+    );
+    let mut steps = 0;
+    while answer["data"]["HasRun"] == true {
+        assert_eq!(answer["status"], 200, "{answer}");
+        let backupid = answer["data"]["backupid"].as_str().unwrap().to_owned();
+        answer = akeeba(
+            port,
+            "admin-panel-secret-1",
+            "stepBackup",
+            &[("backupid", &backupid)],
+        );
+        steps += 1;
+        assert!(steps < 100, "{answer}");
+    }
+    assert_eq!(answer["status"], 200, "{answer}");
+    let new_id = answer["data"]["BackupID"].as_u64().unwrap();
+    assert!(new_id > 0, "{answer}");
+    let info = akeeba(
+        port,
+        "shop-panel-secret-1",
+        "getBackupInfo",
+        &[("backup_id", &new_id.to_string())],
+    );
+    assert_eq!(info["status"], 200, "{info}");
+    assert_eq!(info["data"]["profile_id"].to_string(), shop_profile);
+    let list = akeeba(port, "shop-panel-secret-1", "listBackups", &[]);
+    assert_eq!(
+        list["data"][0]["id"].as_u64(),
+        Some(new_id),
+        "newest first: {list}"
     );
     stop(&s, child);
     let log = fs::read_to_string(s.tmp.path().join("scheduler.log")).unwrap();
