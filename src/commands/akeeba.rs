@@ -77,26 +77,39 @@ struct Run {
 /// call it again at once, whatever `sleepTime` says).
 const STEP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Stable record ids: `schedule/name` -> id, kept in a file.
+/// Stable record ids (`schedule/name` -> id) and the records whose files were deleted
+/// (`deleteFiles` keeps the record, as Akeeba does), kept in a file.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct IdFile {
+    ids: BTreeMap<String, u64>,
+    #[serde(default)]
+    obsolete: BTreeMap<u64, Value>,
+}
+
 struct Ids {
     path: PathBuf,
-    map: BTreeMap<String, u64>,
+    file: IdFile,
 }
 
 impl Ids {
     fn id(&mut self, schedule: &str, name: &str) -> u64 {
         let key = format!("{schedule}/{name}");
-        if let Some(id) = self.map.get(&key) {
+        if let Some(id) = self.file.ids.get(&key) {
             return *id;
         }
-        let id = self.map.values().max().copied().unwrap_or(0) + 1;
-        self.map.insert(key, id);
+        let id = self.file.ids.values().max().copied().unwrap_or(0) + 1;
+        self.file.ids.insert(key, id);
+        self.save();
+        id
+    }
+
+    fn save(&self) {
         let tmp = self.path.with_extension("json.tmp");
         let written = self
             .path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&tmp, serde_json::to_vec(&self.map).unwrap_or_default()))
+            .and_then(|()| std::fs::write(&tmp, serde_json::to_vec(&self.file).unwrap_or_default()))
             .and_then(|()| std::fs::rename(&tmp, &self.path));
         if let Err(e) = written {
             tracing::warn!(
@@ -104,7 +117,6 @@ impl Ids {
                 self.path.display()
             );
         }
-        id
     }
 }
 
@@ -115,13 +127,13 @@ impl Akeeba {
             .first()
             .map(|c| c.docker.state_dir.join("api-ids.json"))
             .unwrap_or_default();
-        let map = std::fs::read(&path)
+        let file = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         Akeeba {
             configs,
-            ids: Mutex::new(Ids { path, map }),
+            ids: Mutex::new(Ids { path, file }),
             runs: Mutex::new(BTreeMap::new()),
             active: Arc::default(),
             metrics,
@@ -267,7 +279,10 @@ impl Akeeba {
             }
             "getBackupInfo" => match self.find(token, number("backup_id")).await {
                 Some(found) => ok(found.info()),
-                None => error(404, "Invalid backup record identifier"),
+                None => match self.obsolete(token, number("backup_id")) {
+                    Some(record) => ok(record),
+                    None => error(404, "Invalid backup record identifier"),
+                },
             },
             "downloadDirect" => {
                 self.download_direct(token, number("backup_id"), number("part_id").unwrap_or(1))
@@ -285,7 +300,8 @@ impl Akeeba {
                 let backupid = params.get("backupid").map(String::as_str).unwrap_or("");
                 self.step_backup(token, backupid).await
             }
-            "delete" | "deleteFiles" => error(501, "not implemented by dunnage yet"),
+            "delete" => self.delete(token, number("backup_id"), false).await,
+            "deleteFiles" => self.delete(token, number("backup_id"), true).await,
             _ => error(405, "Unknown method"),
         }
     }
@@ -311,7 +327,87 @@ impl Akeeba {
                 out.push((found.backup.modified, found.id, found.summary()));
             }
         }
+        let ids = self.ids.lock().expect("ids");
+        for (id, record) in &ids.file.obsolete {
+            if self.visible(token, record) {
+                let time = record["backupstart"]
+                    .as_str()
+                    .and_then(|t| t.replace(' ', "T").parse::<jiff::civil::DateTime>().ok());
+                let time = time
+                    .and_then(|t| t.to_zoned(jiff::tz::TimeZone::UTC).ok())
+                    .map_or(jiff::Timestamp::UNIX_EPOCH, |z| z.timestamp());
+                out.push((time, *id, record.clone()));
+            }
+        }
         out
+    }
+
+    /// Whether `token` sees the profile of an obsolete `record`.
+    fn visible(&self, token: &Token, record: &Value) -> bool {
+        let profile = record["profile_id"].as_u64().unwrap_or(0);
+        self.profiles(token).any(|(id, _)| id as u64 == profile)
+    }
+
+    /// A record whose files were deleted, if `token` sees it.
+    fn obsolete(&self, token: &Token, id: Option<u64>) -> Option<Value> {
+        let ids = self.ids.lock().expect("ids");
+        let record = ids.file.obsolete.get(&id?)?;
+        self.visible(token, record).then(|| record.clone())
+    }
+
+    /// `delete` (record and files) and `deleteFiles` (files; the record stays, obsolete):
+    /// the backup goes from every destination of its profile, manifest first. Refused for a
+    /// profile's only backup, as retention's safety rule.
+    async fn delete(&self, token: &Token, id: Option<u64>, keep_record: bool) -> Answer {
+        if !token.allows(Scope::Delete) {
+            return error(403, "This token may not delete backups");
+        }
+        let Some(found) = self.find(token, id).await else {
+            if let Some(record) = self.obsolete(token, id) {
+                let mut ids = self.ids.lock().expect("ids");
+                if !keep_record {
+                    let id = record["id"].as_u64().unwrap_or(0);
+                    ids.file.obsolete.remove(&id);
+                    ids.save();
+                }
+                return ok(Value::Bool(true));
+            }
+            return error(404, "Invalid backup record identifier");
+        };
+        let config = &self.configs[found.record.profile - 1];
+        if let Some((_, backups)) = first_destination(config).await
+            && backups.len() <= 1
+        {
+            return error(
+                500,
+                "this is the profile's only backup; take another one before deleting it",
+            );
+        }
+        let (owned, _) = storage::open_all(&config.targets()).await;
+        for storage in &owned {
+            let Ok(entries) = storage.list().await else {
+                continue;
+            };
+            let catalog = catalog::group(&entries, &config.retention.select);
+            if let Some(backup) = catalog.find(&found.record.backup.name)
+                && let Err(e) = crate::prune::delete_backup(storage.as_ref(), backup).await
+            {
+                return error(
+                    500,
+                    &format!("deleting from {} failed: {e}", storage.backend()),
+                );
+            }
+        }
+        if keep_record {
+            let mut record = found.record.summary();
+            record["filesexist"] = json!(0);
+            record["meta"] = json!("obsolete");
+            record["filenames"] = json!([]);
+            let mut ids = self.ids.lock().expect("ids");
+            ids.file.obsolete.insert(found.record.id, record);
+            ids.save();
+        }
+        ok(Value::Bool(true))
     }
 
     fn record(&self, profile: usize, config: &Config, backup: Backup) -> Record {

@@ -524,6 +524,58 @@ fn akeeba_clients_list_inspect_and_download_only_their_profiles_backups() {
         Some(new_id),
         "newest first: {list}"
     );
+
+    // deleteFiles keeps the record (obsolete, no files), delete removes it; the only backup
+    // of a profile is never deleted.
+    let del =
+        |secret: &str, method: &str, id: &str| akeeba(port, secret, method, &[("backup_id", id)]);
+    assert_eq!(
+        del("shop-panel-secret-1", "deleteFiles", &id)["status"],
+        403
+    );
+    assert_eq!(
+        del("admin-panel-secret-1", "deleteFiles", &id)["status"],
+        200
+    );
+    let first_name = parts[0]["name"].as_str().unwrap().to_owned();
+    assert!(!s.out.join(&first_name).exists(), "its parts are gone");
+    let info = akeeba(
+        port,
+        "shop-panel-secret-1",
+        "getBackupInfo",
+        &[("backup_id", &id)],
+    );
+    assert_eq!(info["status"], 200, "{info}");
+    assert_eq!(info["data"]["filesexist"], 0);
+    assert_eq!(info["data"]["filenames"], serde_json::json!([]));
+    assert_eq!(
+        akeeba(port, "shop-panel-secret-1", "listBackups", &[])["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(del("admin-panel-secret-1", "delete", &id)["status"], 200);
+    assert_eq!(
+        akeeba(
+            port,
+            "shop-panel-secret-1",
+            "getBackupInfo",
+            &[("backup_id", &id)]
+        )["status"],
+        404
+    );
+    let only = del("admin-panel-secret-1", "delete", &new_id.to_string());
+    assert_eq!(only["status"], 500, "{only}");
+    assert_eq!(
+        akeeba(
+            port,
+            "shop-panel-secret-1",
+            "getBackupInfo",
+            &[("backup_id", &new_id.to_string())]
+        )["status"],
+        200
+    );
     stop(&s, child);
     let log = fs::read_to_string(s.tmp.path().join("scheduler.log")).unwrap();
     assert!(!log.contains("panel-secret"), "{log}");
