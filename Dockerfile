@@ -20,4 +20,6 @@ COPY --from=build /src/target/release/dunnage /usr/local/bin/dunnage
 RUN ln -s dunnage /usr/local/bin/backup
 # Root by default (reading volumes and the Docker socket usually needs it); runs as
 # `--user 1000` too when the volumes allow.
+# Healthy while the scheduler's API (DUNNAGE_API_LISTEN) answers; always healthy without one.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10s CMD ["/usr/local/bin/dunnage", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/dunnage"]

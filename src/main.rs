@@ -113,6 +113,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// For the image's HEALTHCHECK: exit 0 when the running scheduler's API
+    /// (DUNNAGE_API_LISTEN) answers /healthz, 1 when it does not; 0 without an API.
+    Healthcheck,
     /// Apply the retention policy now.
     Prune {
         /// Show what would be deleted and why, delete nothing.
@@ -139,6 +142,9 @@ fn main() -> ExitCode {
     init_logging();
     if matches!(cli.command, Some(Command::PrintConfig)) {
         return print_config(&Vars::from_env());
+    }
+    if matches!(cli.command, Some(Command::Healthcheck)) {
+        return healthcheck(&Vars::from_env());
     }
     let only = match &cli.command {
         Some(
@@ -181,7 +187,7 @@ fn main() -> ExitCode {
     }
     log_warnings(configs.iter().flat_map(|c| &c.warnings));
     match cli.command {
-        Some(Command::PrintConfig) => unreachable!("handled before loading"),
+        Some(Command::PrintConfig | Command::Healthcheck) => unreachable!("handled before loading"),
         Some(Command::Check { write, notify, .. }) => {
             println!("configuration OK: {} schedule(s)", configs.len());
             runtime(move |_| async move {
@@ -388,6 +394,29 @@ where
 }
 
 /// 0 when `ok`, else the "failed" code.
+fn healthcheck(env: &Vars) -> ExitCode {
+    match commands::serve::listen_setting(env) {
+        Ok(None) => {
+            println!("no API (DUNNAGE_API_LISTEN is unset): nothing to check");
+            ExitCode::SUCCESS
+        }
+        Ok(Some(listen)) => match commands::serve::probe(&listen, Duration::from_secs(5)) {
+            Ok(()) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("{e}");
+                ExitCode::from(EXIT_FAILED)
+            }
+        },
+        Err(e) => {
+            println!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS

@@ -144,6 +144,37 @@ pub async fn serve(
     }
 }
 
+/// `dunnage healthcheck` (the image's HEALTHCHECK): `GET /healthz` of the running
+/// scheduler's API; true when it answers 200 within `timeout`.
+pub fn probe(listen: &Listen, timeout: std::time::Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    fn ask(mut stream: impl Read + Write) -> std::io::Result<String> {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    }
+    let answer = match listen {
+        Listen::Tcp(addr) => std::net::TcpStream::connect_timeout(addr, timeout).and_then(|s| {
+            s.set_read_timeout(Some(timeout))?;
+            ask(s)
+        }),
+        Listen::Unix(path) => std::os::unix::net::UnixStream::connect(path).and_then(|s| {
+            s.set_read_timeout(Some(timeout))?;
+            ask(s)
+        }),
+    }
+    .map_err(|e| format!("the API at {listen} does not answer: {e}"))?;
+    match answer.get(9..12) {
+        Some("200") => Ok(()),
+        _ => Err(format!(
+            "the API at {listen} answered {}",
+            answer.lines().next().unwrap_or("nothing")
+        )),
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }

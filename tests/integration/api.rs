@@ -580,3 +580,28 @@ fn akeeba_clients_list_inspect_and_download_only_their_profiles_backups() {
     let log = fs::read_to_string(s.tmp.path().join("scheduler.log")).unwrap();
     assert!(!log.contains("panel-secret"), "{log}");
 }
+
+#[test]
+fn healthcheck_says_whether_the_schedulers_api_answers() {
+    let s = Setup::new();
+    fs::write(s.src.join("f.txt"), "x").unwrap();
+    let port = free_port();
+    let probe = |listen: Option<&str>| {
+        let mut cmd = s.command(&["healthcheck"]);
+        if let Some(listen) = listen {
+            cmd.env("DUNNAGE_API_LISTEN", listen);
+        }
+        run(&mut cmd).status.code()
+    };
+    assert_eq!(probe(None), Some(0), "no API: nothing to check");
+    assert_eq!(
+        probe(Some(&port.to_string())),
+        Some(1),
+        "nothing listens yet"
+    );
+    let child = scheduler_again(&s, port).0;
+    let _guard = KillOnPanic(child.id());
+    wait_for("the API", || probe(Some(&port.to_string())) == Some(0));
+    stop(&s, child);
+    assert_eq!(probe(Some(&port.to_string())), Some(1), "stopped");
+}

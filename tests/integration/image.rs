@@ -351,3 +351,37 @@ fn the_image_has_a_shell_for_the_reference_recipes_and_no_archive_folder_of_its_
         "no destination at all is a failed run"
     );
 }
+
+#[test]
+fn the_images_healthcheck_follows_the_api() {
+    let name = format!("dunnage-health-{}", std::process::id());
+    let _cleanup = Cleanup(vec![vec!["rm".into(), "-f".into(), name.clone()]]);
+    let out = docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        "--health-interval",
+        "1s",
+        "--health-start-period",
+        "1s",
+        "-e",
+        "DUNNAGE_API_LISTEN=8080",
+        "-e",
+        "BACKUP_CRON_EXPRESSION=0 0 1 1 *",
+        image(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = docker(&["inspect", "-f", "{{.State.Health.Status}}", &name]);
+        let status = String::from_utf8_lossy(&status.stdout).trim().to_owned();
+        if status == "healthy" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {status}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
