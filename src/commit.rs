@@ -36,7 +36,12 @@ pub async fn store(
     name: &str,
     data: ByteStream,
     split: Option<u64>,
+    upload_limit: Option<u64>,
 ) -> (Vec<Result<Stored, StorageError>>, Digests) {
+    let data = match upload_limit {
+        Some(rate) => crate::stream::throttle(data, rate),
+        None => data,
+    };
     let whole = Arc::new(Mutex::new(Sha256::new()));
     let data: ByteStream = {
         let whole = whole.clone();
@@ -290,8 +295,14 @@ mod tests {
         let dests: Vec<&dyn Storage> = stores.iter().map(|s| s as &dyn Storage).collect();
         let all = data(2500);
         // Chunks of 300 bytes, parts of 1000: boundaries fall inside chunks.
-        let (results, digests) =
-            store(&dests, "a.tar", source(all.clone(), 300, false), Some(1000)).await;
+        let (results, digests) = store(
+            &dests,
+            "a.tar",
+            source(all.clone(), 300, false),
+            Some(1000),
+            None,
+        )
+        .await;
         for (dir, result) in dirs.iter().zip(results) {
             assert_eq!(result.unwrap().bytes, 2500);
             let mut joined = Vec::new();
@@ -319,6 +330,7 @@ mod tests {
             "a.tar",
             source(data(2000), 1000, false),
             Some(1000),
+            None,
         )
         .await;
         assert!(results[0].is_ok());
@@ -335,6 +347,7 @@ mod tests {
             "a.tar",
             source(data(2500), 300, true),
             Some(1000),
+            None,
         )
         .await;
         assert!(results[0].is_err());
@@ -350,7 +363,14 @@ mod tests {
         // The second part's name is taken in the failing destination: it refuses it.
         std::fs::write(bad.path().join("a.tar.002"), b"taken").unwrap();
         let dests: Vec<&dyn Storage> = vec![&failing, &ok];
-        let (results, _) = store(&dests, "a.tar", source(data(2500), 300, false), Some(1000)).await;
+        let (results, _) = store(
+            &dests,
+            "a.tar",
+            source(data(2500), 300, false),
+            Some(1000),
+            None,
+        )
+        .await;
         assert_eq!(
             results[0].as_ref().unwrap_err().kind(),
             ErrorKind::AlreadyExists
@@ -366,12 +386,43 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upload_limit_paces_the_stream_and_keeps_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalStorage::new(dir.path());
+        let all = data(400_000);
+        let started = std::time::Instant::now();
+        // 100 KB/s: 400 KB cannot be stored in less than about 3 s (the first chunk goes
+        // at once). A lower bound: the cap, not the machine's speed, is what is asserted.
+        let (results, _) = store(
+            &[&local],
+            "a.tar",
+            source(all.clone(), 50_000, false),
+            None,
+            Some(100_000),
+        )
+        .await;
+        assert!(results[0].is_ok());
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(3400),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(std::fs::read(dir.path().join("a.tar")).unwrap() == all);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn unsplit_archives_get_one_part_named_as_the_backup() {
         let dir = tempfile::tempdir().unwrap();
         let local = LocalStorage::new(dir.path());
         let all = data(1234);
-        let (results, digests) =
-            store(&[&local], "a.tar", source(all.clone(), 100, false), None).await;
+        let (results, digests) = store(
+            &[&local],
+            "a.tar",
+            source(all.clone(), 100, false),
+            None,
+            None,
+        )
+        .await;
         assert!(results[0].is_ok());
         assert_eq!(
             digests.parts,

@@ -41,6 +41,8 @@ pub struct Job<'a> {
     pub split: Option<u64>,
     /// The schedule's name, for the manifest.
     pub schedule: &'a str,
+    /// `BACKUP_UPLOAD_LIMIT`: bytes per second into each destination.
+    pub upload_limit: Option<u64>,
 }
 
 /// What a pass produced: the archive's statistics and each destination's outcome, in the
@@ -125,7 +127,7 @@ pub async fn run(
     };
     let ((mut stored, digests), produced) = match job.spool_dir {
         None => tokio::join!(
-            commit::store(destinations, job.name, data, job.split),
+            commit::store(destinations, job.name, data, job.split, job.upload_limit),
             producer
         ),
         Some(dir) => {
@@ -271,7 +273,7 @@ async fn store_spooled(
         Ok(stream) => stream,
         Err(e) => return every(StorageError::io("reading the spool file", e)),
     };
-    commit::store(destinations, job.name, stream, job.split).await
+    commit::store(destinations, job.name, stream, job.split, job.upload_limit).await
 }
 
 /// The pass's outcome from the archive stage's and the destinations' results: the archive

@@ -143,6 +143,7 @@ pub static VARIABLES: &[VarSpec] = &[
     var("BACKUP_COMPRESSION_THREADS", Some("0"), Archive),
     var("BACKUP_PROGRESS_INTERVAL", Some("1m"), Archive),
     var("BACKUP_SPLIT_SIZE", Some("0"), Archive),
+    var("BACKUP_UPLOAD_LIMIT", Some("0"), Archive),
     var("BACKUP_VERIFY_LEVEL", Some("off"), Archive),
     var("BACKUP_VERIFY_CRON_EXPRESSION", None, Schedule),
     var("BACKUP_VERIFY_CRON_LEVEL", Some("hash"), Schedule),

@@ -10,6 +10,8 @@ use std::io::{self, Write};
 use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
+use std::future::Future as _;
+
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
@@ -105,6 +107,68 @@ impl Write for ChunkWriter {
     /// make chunks smaller.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// `stream` at most `bytes_per_second` on average (a chunk may go at once; the next waits
+/// until the total is back under the rate). Every destination of a fan-out gets the same
+/// pace, so this caps each upload.
+pub fn throttle(stream: ByteStream, bytes_per_second: u64) -> ByteStream {
+    Box::pin(Throttled {
+        inner: stream,
+        rate: bytes_per_second.max(1) as f64,
+        started: None,
+        sent: 0,
+        wait: None,
+        pending: None,
+    })
+}
+
+struct Throttled {
+    inner: ByteStream,
+    rate: f64,
+    started: Option<tokio::time::Instant>,
+    sent: u64,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    pending: Option<io::Result<Bytes>>,
+}
+
+impl Stream for Throttled {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if let Some(wait) = self.wait.as_mut() {
+            if wait.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.wait = None;
+            return Poll::Ready(self.pending.take());
+        }
+        let item = match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(item)) => item,
+            other => return other,
+        };
+        let started = *self.started.get_or_insert_with(tokio::time::Instant::now);
+        let Ok(chunk) = &item else {
+            return Poll::Ready(Some(item));
+        };
+        // When the bytes before this chunk were due: wait until then.
+        let due = started + std::time::Duration::from_secs_f64(self.sent as f64 / self.rate);
+        self.sent += chunk.len() as u64;
+        if due <= tokio::time::Instant::now() {
+            return Poll::Ready(Some(item));
+        }
+        let mut wait = Box::pin(tokio::time::sleep_until(due));
+        if wait.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(item));
+        }
+        self.wait = Some(wait);
+        self.pending = Some(item);
+        Poll::Pending
     }
 }
 

@@ -263,6 +263,7 @@ async fn archive_and_store(
         progress_interval: config.progress_interval,
         split: config.split,
         schedule: &config.name,
+        upload_limit: config.upload_limit,
     };
     let (released, sources_read) = tokio::sync::oneshot::channel();
     let restart = async {
@@ -303,7 +304,10 @@ fn spool_dir<'a>(
     let remote = dests.iter().any(|d| d.backend() != Backend::Local);
     match config.spool {
         SpoolMode::Always => Some(config.spool_dir.as_path()),
-        SpoolMode::Auto if any_stopped && remote => Some(config.spool_dir.as_path()),
+        // A capped upload would keep the containers down for as long as it takes.
+        SpoolMode::Auto if any_stopped && (remote || config.upload_limit.is_some()) => {
+            Some(config.spool_dir.as_path())
+        }
         SpoolMode::Auto | SpoolMode::Never => None,
     }
 }

@@ -178,6 +178,8 @@ pub struct Config {
     pub verify_level: Option<crate::manifest::Level>,
     /// `BACKUP_SPLIT_SIZE`: archives are stored as parts of this many bytes.
     pub split: Option<u64>,
+    /// `BACKUP_UPLOAD_LIMIT`: bytes per second into each destination.
+    pub upload_limit: Option<u64>,
     /// `BACKUP_SPOOL`.
     pub spool: SpoolMode,
     /// `BACKUP_SPOOL_DIR`.
@@ -240,6 +242,7 @@ impl Config {
         let skip_prune = p.skip_prune();
         let docker = p.docker();
         let split = p.split_size();
+        let upload_limit = p.upload_limit();
         let verify_level = p.verify_level();
         let verify_cron = p.verify_cron();
         let spool = p.spool();
@@ -279,6 +282,7 @@ impl Config {
                 encryption,
                 progress_interval,
                 split,
+                upload_limit,
                 verify_level,
                 verify_cron,
                 keys,
@@ -895,6 +899,26 @@ impl Parser<'_> {
         FilenameTemplate::new(&raw, extension, suffix)
             .map_err(|e| self.problem("BACKUP_FILENAME", &raw, e.to_string()))
             .ok()
+    }
+
+    /// `BACKUP_UPLOAD_LIMIT`: `0` (none) or bytes per second, at least 64 KiB, with the
+    /// units of `BACKUP_SPLIT_SIZE` (`10MiB` = 10 MiB/s).
+    fn upload_limit(&mut self) -> Option<u64> {
+        const KEY: &str = "BACKUP_UPLOAD_LIMIT";
+        let raw = self.string(KEY);
+        match parse_size(&raw) {
+            Some(0) => None,
+            Some(n) if n >= 64 << 10 => Some(n),
+            _ => {
+                self.problem(
+                    KEY,
+                    &raw,
+                    "expected 0 (no limit) or bytes per second of at least 64KiB, such as 10MiB \
+                     or 50MB",
+                );
+                None
+            }
+        }
     }
 
     fn verify_cron(&mut self) -> Option<(CronSchedule, crate::manifest::Level)> {
