@@ -270,6 +270,7 @@ fn main() -> ExitCode {
             let metrics = std::sync::Arc::new(dunnage::Metrics::new());
             if let Some(listen) = listen {
                 let api = std::sync::Arc::new(commands::serve::Api {
+                    configs: configs.clone(),
                     metrics: metrics.clone(),
                     tokens,
                     akeeba: commands::akeeba::Akeeba::new(configs.clone(), metrics.clone()),

@@ -64,6 +64,8 @@ pub struct Metrics {
     lock_wait: Family<ScheduleLabel, FloatCounter>,
     verified: Family<ResultLabels, Counter>,
     state_dirs: std::sync::Mutex<Vec<(String, PathBuf)>>,
+    /// The last backup run's outcome and end per schedule, for the REST API.
+    last: std::sync::Mutex<std::collections::BTreeMap<String, (&'static str, String)>>,
 }
 
 impl Default for Metrics {
@@ -91,6 +93,7 @@ impl Metrics {
             lock_wait: Family::default(),
             verified: Family::default(),
             state_dirs: Default::default(),
+            last: Default::default(),
         };
         let build: Family<BuildLabels, Gauge> = Family::default();
         build
@@ -193,6 +196,16 @@ impl Metrics {
             Outcome::Warning => "warning",
             Outcome::Failure => "failure",
         };
+        self.last.lock().expect("lock").insert(
+            schedule.clone(),
+            (
+                outcome,
+                jiff::Timestamp::now()
+                    .round(jiff::Unit::Second)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+        );
         self.runs
             .get_or_create(&OutcomeLabels {
                 schedule: schedule.clone(),
@@ -275,6 +288,11 @@ impl Metrics {
             let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))
                 .and_then(|()| std::fs::write(path, format!("{at:.3}\n")));
         }
+    }
+
+    /// The last backup run of `schedule` since start: outcome and when it ended.
+    pub fn last_run(&self, schedule: &str) -> Option<(&'static str, String)> {
+        self.last.lock().expect("lock").get(schedule).cloned()
     }
 
     /// The OpenMetrics text exposition.

@@ -16,6 +16,7 @@ pub mod check;
 pub mod list;
 pub mod prune;
 pub mod recover;
+pub mod rest;
 pub mod restore;
 pub mod scheduler;
 pub mod serve;

@@ -32,11 +32,7 @@ fn get_raw(mut stream: impl Read + Write, path: &str) -> (u16, Vec<u8>) {
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    let mut all = Vec::new();
-    stream.read_to_end(&mut all).unwrap();
-    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let status = String::from_utf8_lossy(&all[9..12]).parse().unwrap();
-    (status, all[split + 4..].to_vec())
+    get_raw_answer(stream)
 }
 
 fn get_tcp(port: u16, path: &str) -> (u16, String) {
@@ -301,23 +297,18 @@ fn get_bytes(port: u16, path: &str) -> (u16, Vec<u8>) {
     )
 }
 
-#[test]
-fn akeeba_clients_list_inspect_and_download_only_their_profiles_backups() {
-    let s = Setup::new();
-    crate::common::remote::sources_with_random(&s, 3, 21);
+/// Two conf.d profiles, `shop` (its settings: `shop`) and `blog` (its own archive folder,
+/// `blog_name`), each with one backup made now.
+fn two_profiles(s: &Setup, shop: &str, blog_name: &str) {
     let conf = s.tmp.path().join("conf.d");
     fs::create_dir(&conf).unwrap();
     let blog_out = s.tmp.path().join("blog-archive");
     fs::create_dir(&blog_out).unwrap();
-    fs::write(
-        conf.join("shop"),
-        "BACKUP_SPLIT_SIZE=1MiB\nBACKUP_FILENAME=shop-%Y%m%dT%H%M%S.%f.{{ .Extension }}\n",
-    )
-    .unwrap();
+    fs::write(conf.join("shop"), shop).unwrap();
     fs::write(
         conf.join("blog"),
         format!(
-            "BACKUP_ARCHIVE={}\nBACKUP_FILENAME=blog#1-%s.tar\n",
+            "BACKUP_ARCHIVE={}\nBACKUP_FILENAME={blog_name}\n",
             blog_out.display()
         ),
     )
@@ -329,23 +320,42 @@ fn akeeba_clients_list_inspect_and_download_only_their_profiles_backups() {
             .env("BACKUP_COMPRESSION", "none"));
         assert!(out.status.success(), "{}", stderr(&out));
     }
-    let port = free_port();
+}
+
+/// The scheduler with the API on `port` and `tokens`, waited for.
+fn api_scheduler(s: &Setup, port: u16, cron: &str, tokens: &str) -> (Child, KillOnPanic) {
     let child = s
         .command(&[])
-        .env("BACKUP_CRON_EXPRESSION", "0 0 1 1 *")
+        .env("BACKUP_CRON_EXPRESSION", cron)
         .env("BACKUP_COMPRESSION", "none")
         .env("DUNNAGE_API_LISTEN", port.to_string())
-        .env(
-            "DUNNAGE_API_TOKENS",
-            "shop-panel-secret-1 scopes=read profiles=shop\nadmin-panel-secret-1 scopes=admin",
-        )
-        .stderr(log_file(&s))
+        .env("DUNNAGE_API_TOKENS", tokens)
+        .stderr(log_file(s))
         .spawn()
         .unwrap();
-    let _guard = KillOnPanic(child.id());
+    let guard = KillOnPanic(child.id());
     wait_for("the API", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
+    (child, guard)
+}
+
+#[test]
+fn akeeba_clients_list_inspect_and_download_only_their_profiles_backups() {
+    let s = Setup::new();
+    crate::common::remote::sources_with_random(&s, 3, 21);
+    two_profiles(
+        &s,
+        "BACKUP_SPLIT_SIZE=1MiB\nBACKUP_FILENAME=shop-%Y%m%dT%H%M%S.%f.{{ .Extension }}\n",
+        "blog#1-%s.tar",
+    );
+    let port = free_port();
+    let (child, _guard) = api_scheduler(
+        &s,
+        port,
+        "0 0 1 1 *",
+        "shop-panel-secret-1 scopes=read profiles=shop\nadmin-panel-secret-1 scopes=admin",
+    );
 
     assert_eq!(
         akeeba(port, "wrong-secret-12345", "getVersion", &[])["status"],
@@ -604,4 +614,89 @@ fn healthcheck_says_whether_the_schedulers_api_answers() {
     wait_for("the API", || probe(Some(&port.to_string())) == Some(0));
     stop(&s, child);
     assert_eq!(probe(Some(&port.to_string())), Some(1), "stopped");
+}
+
+/// A REST GET with a bearer token: status and JSON body.
+fn rest(port: u16, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let (status, body) = get_raw_answer(stream);
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+fn get_raw_answer(mut stream: impl Read) -> (u16, Vec<u8>) {
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).unwrap();
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let status = String::from_utf8_lossy(&all[9..12]).parse().unwrap();
+    (status, all[split + 4..].to_vec())
+}
+
+#[test]
+fn the_rest_api_lists_profiles_and_backups_per_token() {
+    let s = Setup::new();
+    fs::write(s.src.join("f.txt"), "x").unwrap();
+    two_profiles(&s, "BACKUP_FILENAME=shop-%s.tar\n", "blog-%s.tar");
+    let port = free_port();
+    let (child, _guard) = api_scheduler(&s, port, "0 3 * * *", "shop-rest-token-123 profiles=shop");
+
+    assert_eq!(rest(port, "/api/v1/profiles", None).0, 401);
+    assert_eq!(
+        rest(port, "/api/v1/profiles", Some("not-a-token-0000000")).0,
+        401
+    );
+    let (status, profiles) = rest(port, "/api/v1/profiles", Some("shop-rest-token-123"));
+    assert_eq!(status, 200);
+    let profiles = profiles.as_array().unwrap();
+    assert_eq!(profiles.len(), 1, "{profiles:?}");
+    assert_eq!(profiles[0]["name"], "shop");
+    assert!(
+        profiles[0]["next_run"]
+            .as_str()
+            .unwrap()
+            .contains("T03:00:00"),
+        "{profiles:?}"
+    );
+    let (status, backups) = rest(
+        port,
+        "/api/v1/profiles/shop/backups",
+        Some("shop-rest-token-123"),
+    );
+    assert_eq!(status, 200);
+    // The same as `dunnage list --config shop --json`.
+    let cli = run(s
+        .command(&["list", "--config", "shop", "--json"])
+        .env("BACKUP_COMPRESSION", "none"));
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(backups, cli);
+    assert_eq!(backups[0]["destination"], "Local");
+    assert_eq!(
+        rest(
+            port,
+            "/api/v1/profiles/blog/backups",
+            Some("shop-rest-token-123")
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        rest(
+            port,
+            "/api/v1/profiles/nope/backups",
+            Some("shop-rest-token-123")
+        )
+        .0,
+        404
+    );
+    let (status, doc) = rest(port, "/api/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/api/v1/profiles/{name}/backups"].is_object());
+    stop(&s, child);
 }
