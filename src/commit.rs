@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::catalog;
-use crate::manifest::{Manifest, Part};
+use crate::manifest::{Manifest, Part, hex};
 use crate::storage::{self, ErrorKind, Storage, StorageError, Stored};
 use crate::stream::ByteStream;
 
@@ -91,10 +91,6 @@ fn finish(part: &PartHasher) -> Part {
         size: s.1,
         sha256: hex(s.2.clone().finalize().as_slice()),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The split case: one part after another into the destinations still going.

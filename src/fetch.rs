@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::manifest::Part;
+use crate::manifest::{Part, hex};
 use crate::storage::{Storage, StorageError};
 
 /// Chunks in flight between the download and the reader.
@@ -97,11 +97,7 @@ pub async fn read_objects<T: Send + 'static>(
             parts.push(Part {
                 name: name.clone(),
                 size,
-                sha256: hasher
-                    .finalize()
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect(),
+                sha256: hex(&hasher.finalize()),
             });
         }
         // The end marker: everything arrived.

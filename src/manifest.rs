@@ -82,6 +82,11 @@ pub struct Manifest {
     pub tar: TarCounts,
 }
 
+/// Lower-case hex, as `sha256sum` writes digests.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("not a dunnage manifest: {0}")]
 pub struct ManifestError(String);

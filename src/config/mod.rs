@@ -1703,4 +1703,42 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn sizes_split_upload_limits_and_verify_settings_are_checked_together() {
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("4GB"), Some(4_000_000_000));
+        assert_eq!(parse_size("500 MiB"), Some(500 << 20));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("1.5G"), None);
+        assert_eq!(parse_size("99999999999T"), None);
+        let c = config(&[
+            ("BACKUP_SPLIT_SIZE", "1GiB"),
+            ("BACKUP_UPLOAD_LIMIT", "10MiB"),
+            ("BACKUP_VERIFY_LEVEL", "read"),
+            ("BACKUP_VERIFY_CRON_EXPRESSION", "@weekly"),
+        ])
+        .unwrap();
+        assert_eq!((c.split, c.upload_limit), (Some(1 << 30), Some(10 << 20)));
+        assert_eq!(c.verify_level, Some(crate::manifest::Level::Read));
+        assert_eq!(c.verify_cron.unwrap().1, crate::manifest::Level::Hash);
+        let err = config(&[
+            ("BACKUP_SPLIT_SIZE", "100k"),
+            ("BACKUP_UPLOAD_LIMIT", "fast"),
+            ("BACKUP_VERIFY_LEVEL", "thorough"),
+            ("BACKUP_VERIFY_CRON_EXPRESSION", "every day"),
+            ("BACKUP_VERIFY_CRON_LEVEL", "deep"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            problem_vars(&err),
+            [
+                "BACKUP_SPLIT_SIZE",
+                "BACKUP_UPLOAD_LIMIT",
+                "BACKUP_VERIFY_LEVEL",
+                "BACKUP_VERIFY_CRON_EXPRESSION",
+                "BACKUP_VERIFY_CRON_LEVEL"
+            ]
+        );
+    }
 }

@@ -158,40 +158,16 @@ fn encryption_settings_that_cannot_work_stop_everything() {
 /// extracts to the source.
 #[test]
 fn every_destination_stores_the_encrypted_archive() {
-    use crate::common::remote::{Azure, S3, env, serial, sources_with_random, unique};
+    use crate::common::remote::{env, serial, sources_with_random};
     let _serial = serial();
     let s = Setup::new();
     sources_with_random(&s, 12, 11);
     let (identity, public) = keygen(s.tmp.path());
-    let (s3, azure) = (S3::from_env(), Azure::from_env());
-    let (bucket, container) = (s3.bucket(), azure.container());
-    let dav_folder = unique("age");
-    let sftp_folder = PathBuf::from(env("DUNNAGE_TEST_SSH_ROOT")).join(unique("age"));
-    let dropbox_root = tempfile::tempdir().unwrap();
-    let dropbox = crate::dropbox::Fake::start(dropbox_root.path());
-
+    let all = crate::restore::All::new();
     let mut cmd = s.backup();
-    s3.configure(&mut cmd, &bucket, "");
-    azure.configure(&mut cmd, &container, "");
-    dropbox.configure(&mut cmd, "/age");
+    all.configure(&mut cmd);
     cmd.env("AGE_PUBLIC_KEYS", &public)
-        .env("BACKUP_COMPRESSION", "zst")
-        .env("AWS_PART_SIZE", "5")
-        .env("AZURE_STORAGE_BLOCK_SIZE", "4")
-        .env("WEBDAV_URL", env("DUNNAGE_TEST_WSGIDAV_URL"))
-        .env("WEBDAV_PATH", &dav_folder)
-        .env("WEBDAV_USERNAME", env("DUNNAGE_TEST_DAV_USER"))
-        .env("WEBDAV_PASSWORD", env("DUNNAGE_TEST_DAV_PASSWORD"))
-        .env("SSH_HOST_NAME", "127.0.0.1")
-        .env("SSH_PORT", env("DUNNAGE_TEST_SSH_PORT"))
-        .env("SSH_USER", env("DUNNAGE_TEST_SSH_USER"))
-        .env("SSH_PASSWORD", env("DUNNAGE_TEST_SSH_PASSWORD"))
-        .env("SSH_IDENTITY_FILE", "")
-        .env("SSH_REMOTE_PATH", &sftp_folder)
-        .env(
-            "SSH_HOST_KEY_FINGERPRINT",
-            env("DUNNAGE_TEST_SSH_FINGERPRINT"),
-        );
+        .env("BACKUP_COMPRESSION", "zst");
     let out = run(&mut cmd);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let archive = s.only_archive();
@@ -200,10 +176,10 @@ fn every_destination_stores_the_encrypted_archive() {
     let local = fs::read(&archive).unwrap();
 
     let from_s3 = s.tmp.path().join("from-s3");
-    s3.get(&bucket, &name, &from_s3);
+    all.s3.get(&all.bucket, &name, &from_s3);
     let from_azure = s.tmp.path().join("from-azure");
-    azure.cli(
-        &["get", &container, &name, from_azure.to_str().unwrap()],
+    all.azure.cli(
+        &["get", &all.container, &name, from_azure.to_str().unwrap()],
         false,
     );
     for (destination, path) in [
@@ -212,11 +188,11 @@ fn every_destination_stores_the_encrypted_archive() {
         (
             "WebDAV",
             PathBuf::from(env("DUNNAGE_TEST_WSGIDAV_ROOT"))
-                .join(&dav_folder)
+                .join(&all.dav_folder)
                 .join(&name),
         ),
-        ("SFTP", sftp_folder.join(&name)),
-        ("Dropbox", dropbox_root.path().join("age").join(&name)),
+        ("SFTP", all.sftp_folder.join(&name)),
+        ("Dropbox", all.dropbox_root.path().join("rst").join(&name)),
     ] {
         assert!(
             fs::read(&path).unwrap() == local,

@@ -18,14 +18,6 @@ use crate::common::remote::env;
 use crate::common::*;
 use serde_json::{Value, json};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn wait_for(file: &Path, child: &mut Child) {
     for _ in 0..200 {
         if file.exists() {

@@ -14,20 +14,21 @@ fn depth(src: &Path) -> String {
     (src.components().count() - 1).to_string()
 }
 
-/// Every destination at once, as the encryption test configures them.
-struct All {
-    s3: S3,
-    azure: Azure,
-    bucket: String,
-    container: String,
-    dav_folder: String,
-    sftp_folder: PathBuf,
-    _dropbox_root: tempfile::TempDir,
+/// Every remote destination at once, each in a folder of its own; the Dropbox fake stores
+/// into `dropbox_root`/rst.
+pub(crate) struct All {
+    pub s3: S3,
+    pub azure: Azure,
+    pub bucket: String,
+    pub container: String,
+    pub dav_folder: String,
+    pub sftp_folder: PathBuf,
+    pub dropbox_root: tempfile::TempDir,
     dropbox: crate::dropbox::Fake,
 }
 
 impl All {
-    fn new() -> All {
+    pub fn new() -> All {
         let (s3, azure) = (S3::from_env(), Azure::from_env());
         let (bucket, container) = (s3.bucket(), azure.container());
         let dropbox_root = tempfile::tempdir().unwrap();
@@ -39,12 +40,12 @@ impl All {
             container,
             dav_folder: unique("rst"),
             sftp_folder: PathBuf::from(env("DUNNAGE_TEST_SSH_ROOT")).join(unique("rst")),
-            _dropbox_root: dropbox_root,
+            dropbox_root,
             dropbox,
         }
     }
 
-    fn configure(&self, cmd: &mut Command) {
+    pub fn configure(&self, cmd: &mut Command) {
         self.s3.configure(cmd, &self.bucket, "");
         self.azure.configure(cmd, &self.container, "");
         self.dropbox.configure(cmd, "/rst");
