@@ -58,6 +58,7 @@ pub struct Metrics {
     files: Family<ScheduleLabel, Counter>,
     uploads: Family<ResultLabels, Counter>,
     uploaded_bytes: Family<DestinationLabels, Counter>,
+    retries: Family<DestinationLabels, Counter>,
     pruned: Family<DestinationLabels, Counter>,
     prune_refused: Family<DestinationLabels, Counter>,
     downtime: Family<ScheduleLabel, FloatCounter>,
@@ -87,6 +88,7 @@ impl Metrics {
             files: Family::default(),
             uploads: Family::default(),
             uploaded_bytes: Family::default(),
+            retries: Family::default(),
             pruned: Family::default(),
             prune_refused: Family::default(),
             downtime: Family::default(),
@@ -142,6 +144,11 @@ impl Metrics {
             "Bytes stored per destination",
             Unit::Bytes,
             m.uploaded_bytes.clone(),
+        );
+        registry.register(
+            "retries",
+            "Failed requests to a destination that were tried again within BACKUP_RETRY_TIMEOUT",
+            m.retries.clone(),
         );
         registry.register("pruned", "Backups deleted by retention", m.pruned.clone());
         registry.register(
@@ -297,6 +304,14 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
+        // Retries are counted where requests are made (`net`), for every destination.
+        for (schedule, destination, n) in crate::net::retries() {
+            let counter = self.retries.get_or_create(&DestinationLabels {
+                schedule: schedule.to_string(),
+                destination: destination.to_string(),
+            });
+            counter.inc_by(n.saturating_sub(counter.get()));
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String does not fail");

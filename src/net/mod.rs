@@ -6,7 +6,7 @@
 pub mod retry;
 pub mod tls;
 
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, retries};
 
 /// An error with its causes, `outer: cause: root cause`, leaving out causes the message
 /// already contains (HTTP clients often say only "error sending request" at the top).

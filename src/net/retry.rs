@@ -9,8 +9,24 @@
 //! never read again: a request is retried with the bytes it already holds. The S3 and
 //! Azure destinations hand the same budget to their HTTP client (see [`Self::object_store`]).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Failed attempts that were tried again, by schedule and destination, since start (read by
+/// the metrics).
+static RETRIES: Mutex<BTreeMap<Counted, u64>> = Mutex::new(BTreeMap::new());
+
+/// A schedule and one of its destinations.
+type Counted = (Arc<str>, Arc<str>);
+
+/// Every destination's retries so far: schedule, destination, count.
+pub fn retries() -> Vec<(Arc<str>, Arc<str>, u64)> {
+    let all = RETRIES.lock().unwrap_or_else(|e| e.into_inner());
+    all.iter()
+        .map(|((s, d), n)| (s.clone(), d.clone(), *n))
+        .collect()
+}
 
 /// How failing requests are retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +39,8 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Who retries, for log lines: `[schedule] S3`.
     pub label: Arc<str>,
+    /// The schedule and destination whose retries are counted; none for notifications.
+    pub counted: Option<Counted>,
 }
 
 impl RetryPolicy {
@@ -33,14 +51,25 @@ impl RetryPolicy {
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             label: Arc::from(""),
+            counted: None,
         }
     }
 
-    /// The same budget, naming who uses it in log lines.
-    pub fn labelled(&self, label: impl Into<String>) -> Self {
+    /// The same budget for `destination` of `schedule`: named in log lines, its retries
+    /// counted.
+    pub fn for_destination(&self, schedule: &str, destination: &str) -> Self {
         Self {
-            label: Arc::from(label.into()),
+            label: Arc::from(format!("[{schedule}] {destination}")),
+            counted: Some((Arc::from(schedule), Arc::from(destination))),
             ..self.clone()
+        }
+    }
+
+    /// Counts one failed attempt that is tried again.
+    pub fn note_retry(&self) {
+        if let Some(key) = &self.counted {
+            let mut all = RETRIES.lock().unwrap_or_else(|e| e.into_inner());
+            *all.entry(key.clone()).or_default() += 1;
         }
     }
 
@@ -79,6 +108,7 @@ impl RetryPolicy {
                 Ok(value) => return Ok(value),
                 Err(e) if transient(&e) && started.elapsed() + wait <= self.timeout => {
                     attempt += 1;
+                    self.note_retry();
                     let left = self.timeout.saturating_sub(started.elapsed());
                     tracing::warn!(
                         "{}{}{what}: {e}; attempt {attempt} failed, trying again in {:.1}s \
@@ -114,6 +144,7 @@ mod tests {
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(4),
             label: Arc::from("[test] Memory"),
+            counted: None,
         }
     }
 
@@ -190,5 +221,36 @@ mod tests {
                 .max_retries,
             0
         );
+    }
+
+    #[tokio::test]
+    async fn retries_are_counted_per_schedule_and_destination() {
+        let calls = AtomicUsize::new(0);
+        let policy = RetryPolicy {
+            initial_backoff: Duration::from_millis(1),
+            ..RetryPolicy::with_timeout(Duration::from_secs(5))
+        }
+        .for_destination("counted-shop", "S3");
+        assert_eq!(&*policy.label, "[counted-shop] S3");
+        let result: Result<(), String> = policy
+            .run(
+                "op",
+                |_| true,
+                || async {
+                    if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                        Err("reset".into())
+                    } else {
+                        Ok(())
+                    }
+                },
+            )
+            .await;
+        assert!(result.is_ok());
+        let counted: Vec<u64> = retries()
+            .into_iter()
+            .filter(|(s, d, _)| &**s == "counted-shop" && &**d == "S3")
+            .map(|(_, _, n)| n)
+            .collect();
+        assert_eq!(counted, [2]);
     }
 }

@@ -147,7 +147,7 @@ pub fn connect(config: &AzureConfig, retry: RetryPolicy) -> Result<Box<dyn Stora
         .with_client_options(options)
         .with_retry(retry.object_store())
         .with_http_connector(super::http_log::LoggingConnector {
-            label: retry.label.clone(),
+            retry: retry.clone(),
         });
     builder = match &config.credentials {
         AzureCredentials::AccountKey(key) => builder.with_access_key(key),

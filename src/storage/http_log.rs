@@ -4,8 +4,6 @@
 //! destinations. Only the method and the path are logged: never a query (SAS tokens) or a
 //! header.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use object_store::ClientOptions;
 use object_store::client::{
@@ -15,7 +13,8 @@ use object_store::client::{
 /// Builds object_store's usual reqwest client, wrapped in [`Logged`].
 #[derive(Debug)]
 pub(super) struct LoggingConnector {
-    pub label: Arc<str>,
+    /// Who is named in the log lines and whose retries are counted.
+    pub retry: crate::net::RetryPolicy,
 }
 
 impl HttpConnector for LoggingConnector {
@@ -23,7 +22,7 @@ impl HttpConnector for LoggingConnector {
         let inner = ReqwestConnector::default().connect(options)?;
         Ok(HttpClient::new(Logged {
             inner,
-            label: self.label.clone(),
+            retry: self.retry.clone(),
         }))
     }
 }
@@ -31,7 +30,7 @@ impl HttpConnector for LoggingConnector {
 #[derive(Debug)]
 struct Logged {
     inner: HttpClient,
-    label: Arc<str>,
+    retry: crate::net::RetryPolicy,
 }
 
 #[async_trait]
@@ -42,17 +41,22 @@ impl HttpService for Logged {
         let result = self.inner.execute(req).await;
         match &result {
             Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => {
+                self.retry.note_retry();
                 tracing::warn!(
                     "{}: {method} {path} answered {}; trying again within BACKUP_RETRY_TIMEOUT",
-                    self.label,
+                    self.retry.label,
                     r.status()
                 );
             }
-            Err(e) => tracing::warn!(
-                "{}: {method} {path}: {}; trying again within BACKUP_RETRY_TIMEOUT if it may pass",
-                self.label,
-                crate::net::error_chain(e)
-            ),
+            Err(e) => {
+                self.retry.note_retry();
+                tracing::warn!(
+                    "{}: {method} {path}: {}; trying again within BACKUP_RETRY_TIMEOUT if it may \
+                     pass",
+                    self.retry.label,
+                    crate::net::error_chain(e)
+                );
+            }
             Ok(_) => {}
         }
         result

@@ -83,7 +83,7 @@ pub async fn open_all(
     let retry = |backend: Backend| {
         targets
             .retry
-            .labelled(format!("[{}] {backend}", targets.schedule))
+            .for_destination(targets.schedule, backend.name())
     };
     if targets.archive_dir.is_dir() {
         list.push(Box::new(LocalStorage::new(targets.archive_dir)));

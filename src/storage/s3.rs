@@ -184,7 +184,7 @@ impl S3Storage {
             .with_checksum_algorithm(Checksum::SHA256)
             .with_retry(retry.object_store())
             .with_http_connector(super::http_log::LoggingConnector {
-                label: retry.label.clone(),
+                retry: retry.clone(),
             });
         if aws {
             builder = builder.with_virtual_hosted_style_request(true);
