@@ -31,6 +31,8 @@ const STATE_FILE: &str = "stopped-containers";
 /// Docker settings of one schedule.
 #[derive(Debug, Clone)]
 pub struct DockerConfig {
+    /// The schedule's name: its state file is its own.
+    pub schedule: String,
     /// `DOCKER_HOST`, if set.
     pub host: Option<String>,
     /// `BACKUP_STOP_DURING_BACKUP_LABEL`.
@@ -222,6 +224,20 @@ fn explain_connect(host: &str, source: &bollard::errors::Error) -> String {
     crate::net::error_chain(source)
 }
 
+impl DockerConfig {
+    /// Whether runs may talk to an engine (and so stop containers): `DOCKER_HOST` is set or
+    /// the default socket exists.
+    pub fn may_stop(&self) -> bool {
+        self.host.is_some() || Path::new(DEFAULT_SOCKET).exists()
+    }
+
+    /// This schedule's state file (containers to start again after a crash).
+    fn state_file(&self) -> PathBuf {
+        self.state_dir
+            .join(format!("{STATE_FILE}-{}", self.schedule.replace('/', "_")))
+    }
+}
+
 impl Engine {
     /// Connects when `DOCKER_HOST` is set or the default socket exists; `Ok(None)` (Docker
     /// features off, said once in the log) when neither.
@@ -305,7 +321,7 @@ impl Engine {
         if stopped.is_empty() {
             return Ok((stopped, started));
         }
-        write_state(&self.config.state_dir, &stopped)?;
+        write_state(&self.config.state_file(), &stopped)?;
         let t = i32::try_from(self.config.stop_timeout.as_secs()).unwrap_or(i32::MAX);
         let results = futures_util::future::join_all(stopped.iter().map(|c| async move {
             tracing::info!("stopping container {}", c.name);
@@ -510,33 +526,44 @@ impl Engine {
         }))
         .await;
         if downtimes.iter().all(|d| d.error.is_none()) {
-            clear_state(&self.config.state_dir);
+            clear_state(&self.config.state_file());
         }
         downtimes
     }
 }
 
-/// Starts containers that a crashed or aborted run left stopped, according to the state
-/// file in `config.state_dir`. Returns the names started.
+/// Starts containers that a crashed or aborted run of this schedule left stopped, according
+/// to its state file in `config.state_dir` (and the one file all schedules shared before
+/// runs could overlap). Returns the names started.
 pub async fn recover(config: &DockerConfig) -> Result<Vec<String>, DockerError> {
-    let path = config.state_dir.join(STATE_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(DockerError::State { path, source }),
-    };
+    let legacy = config.state_dir.join(STATE_FILE);
+    let mut stopped: Vec<Stopped> = Vec::new();
+    let mut found = Vec::new();
+    for path in [config.state_file(), legacy.clone()] {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(DockerError::State { path, source }),
+        };
+        found.push(path);
+        stopped.extend(
+            text.lines()
+                .filter_map(|l| l.split_once(' '))
+                .filter(|(id, _)| !stopped.iter().any(|s| s.id == *id))
+                .map(|(id, name)| Stopped {
+                    id: id.to_owned(),
+                    name: name.to_owned(),
+                    restart: true,
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
     let Some(engine) = Engine::connect(config).await? else {
         return Ok(Vec::new());
     };
-    let stopped: Vec<Stopped> = text
-        .lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(id, name)| Stopped {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            restart: true,
-        })
-        .collect();
     tracing::warn!(
         "an earlier run was interrupted while {} container(s) were stopped; starting them again",
         stopped.len()
@@ -544,6 +571,7 @@ pub async fn recover(config: &DockerConfig) -> Result<Vec<String>, DockerError> 
     let downtimes = engine.start_again(&stopped, Instant::now()).await;
     let failed: Vec<_> = downtimes.iter().filter_map(|d| d.error.as_ref()).collect();
     if failed.is_empty() {
+        clear_state(&legacy);
         Ok(stopped.into_iter().map(|s| s.name).collect())
     } else {
         Err(DockerError::Stop(format!(
@@ -558,10 +586,10 @@ pub async fn recover(config: &DockerConfig) -> Result<Vec<String>, DockerError> 
 }
 
 /// Records the containers to start again, durably, before any is stopped.
-fn write_state(dir: &Path, stopped: &[Stopped]) -> Result<(), DockerError> {
-    let path = dir.join(STATE_FILE);
+fn write_state(path: &Path, stopped: &[Stopped]) -> Result<(), DockerError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     let state_err = |source| DockerError::State {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     };
     std::fs::create_dir_all(dir).map_err(state_err)?;
@@ -570,10 +598,11 @@ fn write_state(dir: &Path, stopped: &[Stopped]) -> Result<(), DockerError> {
         .filter(|s| s.restart)
         .map(|s| format!("{} {}\n", s.id, s.name))
         .collect();
-    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, &path))
+        .and_then(|()| std::fs::rename(&tmp, path))
         .and_then(|()| std::fs::File::open(dir)?.sync_all())
         .map_err(state_err)
 }
@@ -587,9 +616,8 @@ fn tail(text: &str) -> String {
     text[start..].to_owned()
 }
 
-fn clear_state(dir: &Path) {
-    let path = dir.join(STATE_FILE);
-    if let Err(e) = std::fs::remove_file(&path) {
+fn clear_state(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!("could not remove {}: {e}", path.display());
         }

@@ -268,12 +268,21 @@ fn main() -> ExitCode {
                 configs.len()
             );
             let metrics = std::sync::Arc::new(dunnage::Metrics::new());
+            let concurrency = configs.iter().map(|c| c.concurrency).max().unwrap_or(1);
+            let runs = std::sync::Arc::new(commands::runs::Runs::new(
+                concurrency,
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+            let profiles = commands::profiles::Profiles::new(env.clone(), configs);
+            tokio::spawn(profiles.clone().watch(shutdown.clone()));
             if let Some(listen) = listen {
                 let api = std::sync::Arc::new(commands::serve::Api {
-                    configs: configs.clone(),
+                    profiles: profiles.clone(),
+                    runs: runs.clone(),
                     metrics: metrics.clone(),
                     tokens,
-                    akeeba: commands::akeeba::Akeeba::new(configs.clone(), metrics.clone()),
+                    akeeba: commands::akeeba::Akeeba::new(profiles.clone(), runs.clone()),
                 });
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
@@ -283,7 +292,9 @@ fn main() -> ExitCode {
                     }
                 });
             }
-            let failed = commands::scheduler::run_forever(configs, metrics, shutdown).await;
+            let failed =
+                commands::scheduler::run_forever(profiles, runs.clone(), metrics, shutdown).await;
+            runs.wait_idle(std::time::Duration::from_secs(30)).await;
             tracing::info!("scheduler stopped ({failed} failed run(s) since start)");
             ExitCode::SUCCESS
         }),

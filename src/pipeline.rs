@@ -43,6 +43,8 @@ pub struct Job<'a> {
     pub schedule: &'a str,
     /// `BACKUP_UPLOAD_LIMIT`: bytes per second into each destination.
     pub upload_limit: Option<u64>,
+    /// Updated as bytes pass (read by the progress line and the API).
+    pub progress: Arc<Progress>,
 }
 
 /// What a pass produced: the archive's statistics and each destination's outcome, in the
@@ -87,7 +89,7 @@ pub async fn run(
         .strftime("%Y-%m-%dT%H:%M:%S%:z")
         .to_string();
     let (writer, data) = stream::channel();
-    let progress = Arc::new(Progress::default());
+    let progress = job.progress.clone();
     let data: ByteStream = {
         let progress = progress.clone();
         Box::pin(data.inspect(move |item| {

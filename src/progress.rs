@@ -1,6 +1,7 @@
 //! How far a running backup is: counters the archive stage and the destinations update as
-//! bytes pass, read by a steady progress line in the log (and later by the API's live view).
-//! Updating is a relaxed atomic add per buffer, nothing per byte.
+//! bytes pass, read by a steady progress line in the log, and a run's phase, per-destination
+//! state and log ([`Live`]) for the API's live view. Updating a counter is a relaxed atomic
+//! add per buffer, nothing per byte.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,75 @@ impl Progress {
             entries: self.entries.load(Ordering::Relaxed),
             written: self.written.load(Ordering::Relaxed),
             folder: self.folder.lock().expect("lock").clone(),
+        }
+    }
+}
+
+/// Where a run is, for anyone watching it (the REST API's status and events).
+#[derive(Debug, Default)]
+pub struct Live {
+    pub counters: Arc<Progress>,
+    phase: Mutex<String>,
+    /// Each destination's state, in the order first set.
+    destinations: Mutex<Vec<(String, String)>>,
+    /// The run's log as its notification keeps it (attached once the run has begun).
+    log: Mutex<Option<Arc<Mutex<String>>>>,
+}
+
+/// A [`Live`] at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LiveSnapshot {
+    pub phase: String,
+    /// Bytes of file content read from the sources.
+    pub bytes_read: u64,
+    /// Archive bytes produced (compressed, encrypted).
+    pub archive_bytes: u64,
+    /// Archive entries written.
+    pub entries: u64,
+    pub folder: String,
+    pub destinations: std::collections::BTreeMap<String, String>,
+}
+
+impl Live {
+    pub fn set_phase(&self, phase: &str) {
+        *self.phase.lock().expect("lock") = phase.to_owned();
+    }
+
+    pub fn set_destination(&self, name: &str, state: impl Into<String>) {
+        let mut all = self.destinations.lock().expect("lock");
+        let state = state.into();
+        match all.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = state,
+            None => all.push((name.to_owned(), state)),
+        }
+    }
+
+    pub fn attach_log(&self, log: Option<Arc<Mutex<String>>>) {
+        *self.log.lock().expect("lock") = log;
+    }
+
+    /// The log so far (empty before the run began or without a capturing subscriber).
+    pub fn log(&self) -> String {
+        let log = self.log.lock().expect("lock").clone();
+        log.map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    pub fn snapshot(&self) -> LiveSnapshot {
+        let counters = self.counters.snapshot();
+        LiveSnapshot {
+            phase: self.phase.lock().expect("lock").clone(),
+            bytes_read: counters.read,
+            archive_bytes: counters.written,
+            entries: counters.entries,
+            folder: counters.folder,
+            destinations: self
+                .destinations
+                .lock()
+                .expect("lock")
+                .iter()
+                .cloned()
+                .collect(),
         }
     }
 }

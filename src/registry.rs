@@ -133,6 +133,7 @@ pub static VARIABLES: &[VarSpec] = &[
     ),
     var("TZ", None, Schedule),
     var("DUNNAGE_API_LISTEN", None, Schedule),
+    var("DUNNAGE_CONCURRENCY", Some("1"), Schedule),
     secret("DUNNAGE_API_TOKENS", Schedule),
     // Archive
     var("BACKUP_SOURCES", Some("/backup"), Archive),

@@ -18,10 +18,10 @@ use serde_json::{Value, json};
 
 use std::sync::Arc;
 
+use super::profiles::Profiles;
+use super::runs::{Job, Runs, Trigger};
 use crate::catalog::{self, Backup};
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::report::RunStats;
 use crate::storage::{self, Storage};
 use crate::stream::ByteStream;
 use crate::tokens::{Scope, Token};
@@ -51,27 +51,17 @@ fn error(status: u16, message: &str) -> Answer {
     Answer::Json(status, Value::String(message.to_owned()))
 }
 
-/// What the adapter serves: the schedules, the record ids, the runs it started.
+/// What the adapter serves: the profiles, the record ids, the runs.
 pub struct Akeeba {
-    configs: Vec<Config>,
+    profiles: Arc<Profiles>,
+    runs: Arc<Runs>,
     ids: Mutex<Ids>,
-    runs: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<Run>>>>,
-    /// Schedules with a run started here that has not ended.
-    active: Arc<Mutex<std::collections::BTreeSet<String>>>,
-    metrics: Arc<Metrics>,
+    /// `stepBackup` calls per backupid (Akeeba's `stepNumber`).
+    steps: Mutex<BTreeMap<String, u64>>,
 }
 
-/// Finished runs remembered for `stepBackup`.
-const KEPT_RUNS: usize = 100;
-
-/// A backup started through `startBackup`.
-struct Run {
-    profile: usize,
-    schedule: String,
-    handle: Option<tokio::task::JoinHandle<RunStats>>,
-    done: Option<RunStats>,
-    steps: u64,
-}
+/// Step counters remembered.
+const KEPT_STEPS: usize = 200;
 
 /// How long `stepBackup` waits for the run before answering "still running" (the clients
 /// call it again at once, whatever `sleepTime` says).
@@ -82,6 +72,9 @@ const STEP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct IdFile {
     ids: BTreeMap<String, u64>,
+    /// Profile name -> Akeeba profile id (1, 2, ...), kept as profiles come and go.
+    #[serde(default)]
+    profiles: BTreeMap<String, u64>,
     #[serde(default)]
     obsolete: BTreeMap<u64, Value>,
 }
@@ -92,6 +85,24 @@ struct Ids {
 }
 
 impl Ids {
+    /// Profile ids for `names`: known ones kept, new ones numbered on in name order.
+    fn profile_ids(&mut self, names: &[&str]) -> Vec<u64> {
+        let mut sorted: Vec<&str> = names.to_vec();
+        sorted.sort_unstable();
+        let mut added = false;
+        for name in sorted {
+            if !self.file.profiles.contains_key(name) {
+                let next = self.file.profiles.values().max().copied().unwrap_or(0) + 1;
+                self.file.profiles.insert(name.to_owned(), next);
+                added = true;
+            }
+        }
+        if added {
+            self.save();
+        }
+        names.iter().map(|n| self.file.profiles[*n]).collect()
+    }
+
     fn id(&mut self, schedule: &str, name: &str) -> u64 {
         let key = format!("{schedule}/{name}");
         if let Some(id) = self.file.ids.get(&key) {
@@ -121,9 +132,9 @@ impl Ids {
 }
 
 impl Akeeba {
-    pub fn new(mut configs: Vec<Config>, metrics: Arc<Metrics>) -> Akeeba {
-        configs.sort_by(|a, b| a.name.cmp(&b.name));
-        let path = configs
+    pub fn new(profiles: Arc<Profiles>, runs: Arc<Runs>) -> Akeeba {
+        let path = profiles
+            .all()
             .first()
             .map(|c| c.docker.state_dir.join("api-ids.json"))
             .unwrap_or_default();
@@ -132,113 +143,74 @@ impl Akeeba {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         Akeeba {
-            configs,
+            profiles,
+            runs,
             ids: Mutex::new(Ids { path, file }),
-            runs: Mutex::new(BTreeMap::new()),
-            active: Arc::default(),
-            metrics,
+            steps: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// `startBackup`: a run of the profile now (under the run lock, like any run).
+    /// `startBackup`: a run of the profile now (through the scheduler's runs, like any run).
     fn start_backup(&self, token: &Token, profile: u64) -> Answer {
-        let Some((profile, config)) = self.profiles(token).find(|(id, _)| *id as u64 == profile)
+        let Some((profile, config)) = self
+            .profiles(token)
+            .into_iter()
+            .find(|(id, _)| *id == profile)
         else {
             return error(404, "Invalid profile");
         };
         if !token.allows(Scope::Run) {
             return error(403, "This token may not start backups");
         }
-        if !self
-            .active
-            .lock()
-            .expect("active")
-            .insert(config.name.clone())
-        {
-            return error(500, "A backup of this profile is already running");
+        match self.runs.start(&config, Job::Backup, Trigger::Akeeba) {
+            Ok(run) => ok(progress(&run.id, 0, profile, true, "Backup started", 0.0)),
+            Err(_) => error(500, "A backup of this profile is already running"),
         }
-        let backupid = format!(
-            "id-{}-{}",
-            jiff::Timestamp::now().as_millisecond(),
-            config.name
-        );
-        let (run_config, metrics, active) =
-            (config.clone(), self.metrics.clone(), self.active.clone());
-        let handle = tokio::spawn(async move {
-            let stats = super::backup::run_once(&run_config).await;
-            metrics.record(&stats);
-            active.lock().expect("active").remove(&run_config.name);
-            stats
-        });
-        let mut runs = self.runs.lock().expect("runs");
-        while runs.len() >= KEPT_RUNS {
-            let finished = runs
-                .iter()
-                .find(|(_, r)| {
-                    r.try_lock().is_ok_and(|r| {
-                        r.done.is_some() || r.handle.as_ref().is_none_or(|h| h.is_finished())
-                    })
-                })
-                .map(|(k, _)| k.clone());
-            match finished {
-                Some(key) => runs.remove(&key),
-                None => break,
-            };
-        }
-        runs.insert(
-            backupid.clone(),
-            Arc::new(tokio::sync::Mutex::new(Run {
-                profile,
-                schedule: config.name.clone(),
-                handle: Some(handle),
-                done: None,
-                steps: 0,
-            })),
-        );
-        ok(progress(&backupid, 0, profile, true, "Backup started", 0.0))
     }
 
     /// `stepBackup`: waits a moment for the run, then says where it is.
     async fn step_backup(&self, token: &Token, backupid: &str) -> Answer {
-        let Some(run) = self.runs.lock().expect("runs").get(backupid).cloned() else {
+        let Some(run) = self.runs.get(backupid).filter(|r| token.sees(&r.profile)) else {
             return error(404, "Invalid backupid");
         };
-        let mut run = run.lock().await;
-        if !token.sees(&run.schedule) {
+        let Some((profile, _)) = self
+            .profiles(token)
+            .into_iter()
+            .find(|(_, c)| c.name == run.profile)
+        else {
             return error(404, "Invalid backupid");
-        }
-        run.steps += 1;
-        if run.done.is_none() {
-            if let Some(handle) = run.handle.as_mut() {
-                if let Ok(joined) = tokio::time::timeout(STEP_WAIT, handle).await {
-                    run.handle = None;
-                    run.done = Some(joined.unwrap_or_else(|e| {
-                        let mut stats = RunStats::new(&run.schedule, jiff::Zoned::now());
-                        stats.error = Some(format!("the run stopped: {e}"));
-                        stats
-                    }));
-                }
+        };
+        let step = {
+            let mut steps = self.steps.lock().expect("steps");
+            if steps.len() >= KEPT_STEPS && !steps.contains_key(backupid) {
+                steps.pop_first();
             }
-        }
-        let Some(stats) = &run.done else {
-            return ok(progress(backupid, 0, run.profile, true, "Backing up", 50.0));
+            let n = steps.entry(backupid.to_owned()).or_default();
+            *n += 1;
+            *n
         };
-        if !stats.succeeded() {
+        let Ok(finished) = tokio::time::timeout(STEP_WAIT, run.finished()).await else {
+            let mut answer = progress(backupid, 0, profile, true, &run.live.snapshot().phase, 50.0);
+            answer["stepNumber"] = json!(step);
+            return ok(answer);
+        };
+        let Some(stats) = finished.stats.as_ref().filter(|s| s.succeeded()) else {
             return error(
                 500,
                 &format!(
                     "A backup error has occurred: {}",
-                    stats.error.clone().unwrap_or_default()
+                    finished.error.clone().unwrap_or_default()
                 ),
             );
-        }
+        };
         let id = stats
             .archive_name
             .as_deref()
-            .map(|name| self.ids.lock().expect("ids").id(&run.schedule, name))
+            .map(|name| self.ids.lock().expect("ids").id(&run.profile, name))
             .unwrap_or(0);
-        let mut answer = progress(backupid, id, run.profile, false, "Backup complete", 100.0);
+        let mut answer = progress(backupid, id, profile, false, "Backup complete", 100.0);
         answer["Warnings"] = json!(stats.warnings);
+        answer["stepNumber"] = json!(step);
         ok(answer)
     }
 
@@ -259,6 +231,7 @@ impl Akeeba {
             })),
             "getProfiles" => ok(Value::Array(
                 self.profiles(token)
+                    .into_iter()
                     .map(|(id, c)| json!({"id": id, "name": c.name}))
                     .collect(),
             )),
@@ -306,29 +279,37 @@ impl Akeeba {
         }
     }
 
-    fn profiles<'a>(&'a self, token: &'a Token) -> impl Iterator<Item = (usize, &'a Config)> + 'a {
-        self.configs
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i + 1, c))
+    /// The profiles `token` sees, with their Akeeba ids, in id order.
+    fn profiles(&self, token: &Token) -> Vec<(u64, Config)> {
+        let all = self.profiles.all();
+        let names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+        let ids = self.ids.lock().expect("ids").profile_ids(&names);
+        let mut out: Vec<(u64, Config)> = ids
+            .into_iter()
+            .zip(all.iter())
             .filter(|(_, c)| token.sees(&c.name))
+            .map(|(id, c)| (id, c.clone()))
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
     }
 
     /// The records `token` may see: time, id, record.
     async fn records(&self, token: &Token) -> Vec<(jiff::Timestamp, u64, Value)> {
         let mut out = Vec::new();
         for (profile, config) in self.profiles(token) {
-            let Some((storage, backups)) = first_destination(config).await else {
+            let Some((storage, backups)) = first_destination(&config).await else {
                 continue;
             };
             drop(storage);
             for backup in backups {
-                let found = self.record(profile, config, backup);
+                let found = self.record(profile, &config, backup);
                 out.push((found.backup.modified, found.id, found.summary()));
             }
         }
-        let ids = self.ids.lock().expect("ids");
-        for (id, record) in &ids.file.obsolete {
+        // Copied out: `visible` takes the lock again.
+        let obsolete = self.ids.lock().expect("ids").file.obsolete.clone();
+        for (id, record) in &obsolete {
             if self.visible(token, record) {
                 let time = record["backupstart"]
                     .as_str()
@@ -345,14 +326,20 @@ impl Akeeba {
     /// Whether `token` sees the profile of an obsolete `record`.
     fn visible(&self, token: &Token, record: &Value) -> bool {
         let profile = record["profile_id"].as_u64().unwrap_or(0);
-        self.profiles(token).any(|(id, _)| id as u64 == profile)
+        self.profiles(token).iter().any(|(id, _)| *id == profile)
     }
 
     /// A record whose files were deleted, if `token` sees it.
     fn obsolete(&self, token: &Token, id: Option<u64>) -> Option<Value> {
-        let ids = self.ids.lock().expect("ids");
-        let record = ids.file.obsolete.get(&id?)?;
-        self.visible(token, record).then(|| record.clone())
+        let record = self
+            .ids
+            .lock()
+            .expect("ids")
+            .file
+            .obsolete
+            .get(&id?)?
+            .clone();
+        self.visible(token, &record).then_some(record)
     }
 
     /// `delete` (record and files) and `deleteFiles` (files; the record stays, obsolete):
@@ -374,29 +361,15 @@ impl Akeeba {
             }
             return error(404, "Invalid backup record identifier");
         };
-        let config = &self.configs[found.record.profile - 1];
-        if let Some((_, backups)) = first_destination(config).await
-            && backups.len() <= 1
-        {
-            return error(
-                500,
-                "this is the profile's only backup; take another one before deleting it",
-            );
-        }
-        let (owned, _) = storage::open_all(&config.targets()).await;
-        for storage in &owned {
-            let Ok(entries) = storage.list().await else {
-                continue;
-            };
-            let catalog = catalog::group(&entries, &config.retention.select);
-            if let Some(backup) = catalog.find(&found.record.backup.name)
-                && let Err(e) = crate::prune::delete_backup(storage.as_ref(), backup).await
-            {
-                return error(
-                    500,
-                    &format!("deleting from {} failed: {e}", storage.backend()),
-                );
-            }
+        let Some((_, config)) = self
+            .profiles(token)
+            .into_iter()
+            .find(|(id, _)| *id == found.record.profile)
+        else {
+            return error(404, "Invalid backup record identifier");
+        };
+        if let Err(e) = super::prune::delete_named(&config, &found.record.backup.name, None).await {
+            return error(500, &e.to_string());
         }
         if keep_record {
             let mut record = found.record.summary();
@@ -410,7 +383,7 @@ impl Akeeba {
         ok(Value::Bool(true))
     }
 
-    fn record(&self, profile: usize, config: &Config, backup: Backup) -> Record {
+    fn record(&self, profile: u64, config: &Config, backup: Backup) -> Record {
         let id = self.ids.lock().expect("ids").id(&config.name, &backup.name);
         Record {
             id,
@@ -424,11 +397,11 @@ impl Akeeba {
     async fn find(&self, token: &Token, id: Option<u64>) -> Option<Found> {
         let id = id?;
         for (profile, config) in self.profiles(token) {
-            let Some((storage, backups)) = first_destination(config).await else {
+            let Some((storage, backups)) = first_destination(&config).await else {
                 continue;
             };
             for backup in backups {
-                let record = self.record(profile, config, backup);
+                let record = self.record(profile, &config, backup);
                 if record.id == id {
                     return Some(Found { record, storage });
                 }
@@ -511,7 +484,7 @@ impl Akeeba {
 fn progress(
     backupid: &str,
     record: u64,
-    profile: usize,
+    profile: u64,
     running: bool,
     step: &str,
     percent: f64,
@@ -547,7 +520,7 @@ async fn first_destination(config: &Config) -> Option<(Box<dyn Storage>, Vec<Bac
 
 struct Record {
     id: u64,
-    profile: usize,
+    profile: u64,
     time_zone: jiff::tz::TimeZone,
     backup: Backup,
 }

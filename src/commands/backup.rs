@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::docker::{self, Engine, Phase};
 use crate::notify::{self, HealthCheck, capture};
 use crate::pipeline::{self, Job, PipelineError, Produced};
+use crate::progress::Live;
 use crate::report::{DestinationStats, RunStats};
 use crate::schedule::{self, lock};
 use crate::spool::SpoolMode;
@@ -46,12 +47,19 @@ pub async fn run(configs: &[Config], mut shutdown: watch::Receiver<bool>) -> boo
 
 /// One complete run of `config`. Its log lines are kept for its notification.
 pub async fn run_once(config: &Config) -> RunStats {
-    use tracing::Instrument as _;
-    let span = tracing::trace_span!(capture::RUN_SPAN, schedule = %config.name);
-    run_captured(config).instrument(span).await
+    run_observed(config, &Live::default()).await
 }
 
-async fn run_captured(config: &Config) -> RunStats {
+/// [`run_once`], telling `live` where it is (phase, bytes, destinations, log).
+pub async fn run_observed(config: &Config, live: &Live) -> RunStats {
+    use tracing::Instrument as _;
+    let span = tracing::trace_span!(capture::RUN_SPAN, schedule = %config.name);
+    run_captured(config, live).instrument(span).await
+}
+
+async fn run_captured(config: &Config, live: &Live) -> RunStats {
+    live.attach_log(capture::current_buffer());
+    live.set_phase("waiting for the lock");
     let clock = Instant::now();
     let mut stats = RunStats::new(
         &config.name,
@@ -61,11 +69,11 @@ async fn run_captured(config: &Config) -> RunStats {
     if let Some(h) = &health {
         stats.pings_failed += usize::from(!h.started().await);
     }
-    match lock::acquire(&config.lock_file, config.lock_timeout).await {
+    match lock::acquire(&config.lock_plan(), config.lock_timeout).await {
         Err(e) => stats.error = Some(e.to_string()),
         Ok(held) => {
             stats.lock_wait = held.waited;
-            if let Err(e) = locked(config, &mut stats).await {
+            if let Err(e) = locked(config, live, &mut stats).await {
                 stats.error = Some(e);
             }
             drop(held);
@@ -76,7 +84,9 @@ async fn run_captured(config: &Config) -> RunStats {
         None => tracing::info!("{}", stats.summary()),
         Some(_) => tracing::error!("{}", stats.summary()),
     }
+    live.set_phase("notifying");
     tell(config, health.as_ref(), &mut stats).await;
+    live.set_phase("done");
     stats
 }
 
@@ -157,7 +167,8 @@ impl Hooks<'_> {
 }
 
 /// The phases that run under the lock.
-async fn locked(config: &Config, stats: &mut RunStats) -> Result<(), String> {
+async fn locked(config: &Config, live: &Live, stats: &mut RunStats) -> Result<(), String> {
+    live.set_phase("preparing");
     // Holding the lock, no run of ours is in progress: anything a state file lists was left
     // stopped by an interrupted run.
     if let Err(e) = docker::recover(&config.docker).await {
@@ -175,10 +186,16 @@ async fn locked(config: &Config, stats: &mut RunStats) -> Result<(), String> {
     let archive_path = config.archive_dir.join(&name).display().to_string();
     stats.archive_path = Some(archive_path.clone());
     let (owned, unavailable) = storage::open_all(&config.targets()).await;
+    for (backend, e) in &unavailable {
+        live.set_destination(&backend.to_string(), format!("unavailable: {e}"));
+    }
     if owned.is_empty() && !unavailable.is_empty() {
         return Err(PipelineError::Stores(unavailable).to_string());
     }
     let dests: Vec<&dyn Storage> = owned.iter().map(|d| d.as_ref()).collect();
+    for dest in &dests {
+        live.set_destination(&dest.backend().to_string(), "waiting");
+    }
     let mut hooks = Hooks {
         runner: engine.as_ref().map(|e| e as &dyn RunHooks),
         archive_path: &archive_path,
@@ -188,11 +205,13 @@ async fn locked(config: &Config, stats: &mut RunStats) -> Result<(), String> {
     let produced = hooks
         .around(
             &copy_phases,
-            archive_and_store(config, engine.as_ref(), &dests, &name, stats),
+            archive_and_store(config, engine.as_ref(), &dests, &name, stats, live),
         )
         .await?;
     record(stats, produced, unavailable);
+    tell_destinations(live, stats);
     if let Some(level) = config.verify_level {
+        live.set_phase("verifying");
         let offset = stats.destinations.len() - dests.len();
         for (storage, dest) in dests.iter().zip(&mut stats.destinations[offset..]) {
             if dest.stored.is_some() {
@@ -210,6 +229,7 @@ async fn locked(config: &Config, stats: &mut RunStats) -> Result<(), String> {
     }
     stats.archive_name = Some(name);
     if config.retention.is_active() {
+        live.set_phase("pruning");
         let offset = stats.destinations.len() - dests.len();
         hooks
             .around(&[Phase::Prune], async {
@@ -219,6 +239,11 @@ async fn locked(config: &Config, stats: &mut RunStats) -> Result<(), String> {
                     if dest.stored.is_some() && dest.error.is_none() {
                         super::prune::after_backup(config, *storage, dest, &mut stats.warnings)
                             .await;
+                        let pruned = dest.prune.as_ref().map_or(0, |p| p.deleted.len());
+                        live.set_destination(
+                            &dest.backend.to_string(),
+                            format!("stored; {pruned} old backup(s) pruned"),
+                        );
                     }
                 }
                 Ok(())
@@ -245,7 +270,9 @@ async fn archive_and_store(
     dests: &[&dyn Storage],
     name: &str,
     stats: &mut RunStats,
+    live: &Live,
 ) -> Result<Produced, String> {
+    live.set_phase("stopping containers");
     let stopped = match engine {
         Some(engine) => Some(engine.stop_labeled().await.map_err(|e| e.to_string())?),
         None => None,
@@ -264,7 +291,12 @@ async fn archive_and_store(
         split: config.split,
         schedule: &config.name,
         upload_limit: config.upload_limit,
+        progress: live.counters.clone(),
     };
+    live.set_phase("archiving");
+    for dest in dests {
+        live.set_destination(&dest.backend().to_string(), "uploading");
+    }
     let (released, sources_read) = tokio::sync::oneshot::channel();
     let restart = async {
         // Fires when the archive stage is done with the sources, or when the pipeline ended
@@ -292,6 +324,18 @@ async fn archive_and_store(
         .extend(produced.archive.warnings.iter().cloned());
     stats.warnings.extend(produced.warnings.iter().cloned());
     Ok(produced)
+}
+
+/// Each destination's outcome, for whoever watches the run.
+fn tell_destinations(live: &Live, stats: &RunStats) {
+    for dest in &stats.destinations {
+        let state = match (&dest.stored, &dest.error) {
+            (_, Some(e)) => format!("failed: {e}"),
+            (Some(_), None) => "stored".to_owned(),
+            (None, None) => "skipped".to_owned(),
+        };
+        live.set_destination(&dest.backend.to_string(), state);
+    }
 }
 
 /// Whether the archive goes through a spool file first. With the local destination only,

@@ -5,11 +5,12 @@ use std::io::Write;
 
 use jiff::Zoned;
 
+use crate::catalog;
 use crate::config::Config;
 use crate::prune::{self, Verdict};
 use crate::report::DestinationStats;
 use crate::schedule::lock;
-use crate::storage::{self, Storage};
+use crate::storage::{self, Backend, Storage};
 
 /// Applies the retention policy to one destination that just stored a backup; what it did
 /// goes into `dest`, problems into `warnings`.
@@ -42,6 +43,72 @@ pub(super) async fn after_backup(
             dest.prune_error = Some(msg);
         }
     }
+}
+
+/// Why a backup was not deleted on request.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error("no backup {0} in this profile's destinations (see its listing)")]
+    NotFound(String),
+    /// Retention's safety rule: a profile never loses its last backup in a destination.
+    #[error("{0} is this profile's only backup in {1}; take another backup before deleting it")]
+    OnlyBackup(String, Backend),
+    #[error("deleting from {0} failed: {1}")]
+    Failed(Backend, String),
+    #[error("{0} cannot be listed: {1}")]
+    Unlisted(Backend, String),
+}
+
+/// Deletes the backup called `name` (taken from the listings, never from the request alone)
+/// from every destination of `config` holding it, or only from `from`: manifest first, then
+/// its parts. Nothing is deleted when it is the only backup in any of them. Returns where
+/// it was deleted.
+pub async fn delete_named(
+    config: &Config,
+    name: &str,
+    from: Option<Backend>,
+) -> Result<Vec<Backend>, DeleteError> {
+    let (owned, unavailable) = storage::open_all(&config.targets()).await;
+    if let Some((backend, e)) = unavailable
+        .into_iter()
+        .find(|(b, _)| from.is_none_or(|f| f == *b))
+    {
+        return Err(DeleteError::Unlisted(backend, e.to_string()));
+    }
+    let mut holding = Vec::new();
+    for storage in owned
+        .iter()
+        .filter(|s| from.is_none_or(|f| f == s.backend()))
+    {
+        let entries = storage
+            .list()
+            .await
+            .map_err(|e| DeleteError::Unlisted(storage.backend(), e.to_string()))?;
+        let catalog = catalog::group(&entries, &config.retention.select);
+        let Some(backup) = catalog.backups.iter().find(|b| b.name == name) else {
+            continue;
+        };
+        if catalog.backups.len() <= 1 {
+            return Err(DeleteError::OnlyBackup(name.to_owned(), storage.backend()));
+        }
+        holding.push((storage, backup.clone()));
+    }
+    if holding.is_empty() {
+        return Err(DeleteError::NotFound(name.to_owned()));
+    }
+    let mut deleted = Vec::new();
+    for (storage, backup) in holding {
+        prune::delete_backup(storage.as_ref(), &backup)
+            .await
+            .map_err(|e| DeleteError::Failed(storage.backend(), e.to_string()))?;
+        tracing::info!(
+            "[{}] {}: deleted {name} on request",
+            config.name,
+            storage.backend()
+        );
+        deleted.push(storage.backend());
+    }
+    Ok(deleted)
 }
 
 /// `dunnage prune` for every schedule. False when something failed.
@@ -77,7 +144,7 @@ pub async fn prune_now(config: &Config, dry_run: bool, out: &mut impl Write) -> 
     let _held = if dry_run {
         None
     } else {
-        match lock::acquire(&config.lock_file, config.lock_timeout).await {
+        match lock::acquire(&config.lock_plan(), config.lock_timeout).await {
             Ok(held) => Some(held),
             Err(e) => {
                 let _ = writeln!(out, "[{name}] {e}");

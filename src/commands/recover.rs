@@ -10,7 +10,7 @@ use crate::schedule::lock;
 /// in progress in another process is never disturbed). For scheduler start-up and after an
 /// aborted run.
 pub async fn recover_interrupted(config: &Config, wait: Duration) {
-    let held = match lock::acquire(&config.lock_file, wait).await {
+    let held = match lock::acquire(&config.lock_plan(), wait).await {
         Ok(held) => held,
         Err(e) => {
             tracing::error!(

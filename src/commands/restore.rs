@@ -185,7 +185,7 @@ async fn with_containers_stopped(
     extraction: impl Future<Output = Result<Report, Failed>>,
     out: &mut impl Write,
 ) -> Result<Report, Failed> {
-    let _held = lock::acquire(&config.lock_file, config.lock_timeout)
+    let _held = lock::acquire(&config.lock_plan(), config.lock_timeout)
         .await
         .map_err(|e| fail(1, e.to_string()))?;
     let engine = Engine::connect(&config.docker)

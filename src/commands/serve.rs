@@ -85,7 +85,8 @@ pub fn listen_setting(env: &Vars) -> Result<Option<Listen>, String> {
 
 /// What the handlers share.
 pub struct Api {
-    pub configs: Vec<crate::config::Config>,
+    pub profiles: Arc<super::profiles::Profiles>,
+    pub runs: Arc<super::runs::Runs>,
     pub metrics: Arc<Metrics>,
     /// `DUNNAGE_API_TOKENS`; without it every authenticated call is refused.
     pub tokens: Tokens,
@@ -101,12 +102,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(render_metrics))
-        .route(
-            "/api/v1/openapi.json",
-            get(|| async { axum::Json(super::rest::openapi()) }),
-        )
-        .route("/api/v1/profiles", get(rest_profiles))
-        .route("/api/v1/profiles/{name}/backups", get(rest_backups))
+        .merge(super::rest::routes())
         .fallback(akeeba_endpoint)
         .with_state(api);
     let stop = async move { shutdown_requested(&mut shutdown).await };
@@ -194,51 +190,6 @@ async fn render_metrics(State(api): State<Arc<Api>>) -> impl IntoResponse {
         )],
         api.metrics.render(),
     )
-}
-
-/// The bearer token of a REST request.
-fn bearer<'a>(api: &'a Api, headers: &axum::http::HeaderMap) -> Option<&'a crate::tokens::Token> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|t| api.tokens.check(t.trim()))
-}
-
-fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        axum::Json(serde_json::json!({"error": "a valid bearer token is needed"})),
-    )
-        .into_response()
-}
-
-async fn rest_profiles(State(api): State<Arc<Api>>, headers: axum::http::HeaderMap) -> Response {
-    match bearer(&api, &headers) {
-        Some(token) => {
-            axum::Json(super::rest::profiles(&api.configs, &api.metrics, token)).into_response()
-        }
-        None => unauthorized(),
-    }
-}
-
-async fn rest_backups(
-    State(api): State<Arc<Api>>,
-    axum::extract::Path(name): axum::extract::Path<String>,
-    headers: axum::http::HeaderMap,
-) -> Response {
-    let Some(token) = bearer(&api, &headers) else {
-        return unauthorized();
-    };
-    match super::rest::backups(&api.configs, token, &name).await {
-        Some(listed) => axum::Json(listed).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({"error": "no such profile"})),
-        )
-            .into_response(),
-    }
 }
 
 /// Akeeba's JSON API at any `*.php` path (`index.php`, `remote.php`, ...): parameters from

@@ -254,7 +254,7 @@ async fn scheduled_captured(config: &Config, level: Level) -> RunStats {
         jiff::Zoned::now().with_time_zone(config.time_zone.clone()),
     );
     stats.kind = RunKind::Verify;
-    match lock::acquire(&config.lock_file, config.lock_timeout).await {
+    match lock::acquire(&config.lock_plan(), config.lock_timeout).await {
         Err(e) => stats.error = Some(e.to_string()),
         Ok(held) => {
             stats.lock_wait = held.waited;

@@ -122,7 +122,7 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
-    fn one(problem: Problem) -> Self {
+    pub fn one(problem: Problem) -> Self {
         Self {
             problems: vec![problem],
             warnings: Vec::new(),
@@ -145,6 +145,8 @@ pub struct Config {
     pub lock_timeout: Duration,
     /// `BACKUP_LOCK_FILE`.
     pub lock_file: PathBuf,
+    /// `DUNNAGE_CONCURRENCY`: how many runs of different schedules may go on at once.
+    pub concurrency: usize,
     /// `BACKUP_SOURCES`: the tree to archive (absolute).
     pub sources: PathBuf,
     /// `BACKUP_ARCHIVE`: the local archive folder (used when it exists).
@@ -224,6 +226,7 @@ impl Config {
         let jitter = p.duration("BACKUP_JITTER");
         let lock_timeout = p.duration("LOCK_TIMEOUT");
         let lock_file = p.path("BACKUP_LOCK_FILE");
+        let concurrency = p.number("DUNNAGE_CONCURRENCY", 1..=256).unwrap_or(1) as usize;
         let sources = p.path("BACKUP_SOURCES");
         let archive_dir = p.path("BACKUP_ARCHIVE");
         let codec = p.codec();
@@ -240,7 +243,8 @@ impl Config {
         let mut retention = p.retention(expand);
         retention.select.pattern = filename.as_ref().map(FilenameTemplate::name_pattern);
         let skip_prune = p.skip_prune();
-        let docker = p.docker();
+        let mut docker = p.docker();
+        docker.schedule = name.to_owned();
         let split = p.split_size();
         let upload_limit = p.upload_limit();
         let verify_level = p.verify_level();
@@ -269,6 +273,7 @@ impl Config {
                 jitter,
                 lock_timeout,
                 lock_file,
+                concurrency,
                 sources,
                 archive_dir,
                 codec,
@@ -318,6 +323,19 @@ impl Config {
         }
     }
 
+    /// The locks a run of this schedule takes (see [`crate::schedule::lock`]).
+    pub fn lock_plan(&self) -> crate::schedule::lock::Plan {
+        crate::schedule::lock::Plan::new(
+            &self.lock_file,
+            self.concurrency,
+            &self.docker.state_dir,
+            &self.name,
+            self.docker
+                .may_stop()
+                .then_some(self.docker.stop_label.as_str()),
+        )
+    }
+
     /// Whether pruning is skipped for the destination called `backend` (e.g. `Local`).
     pub fn skips_prune(&self, backend: Backend) -> bool {
         self.skip_prune.contains(&backend)
@@ -365,6 +383,17 @@ pub struct Schedule {
     pub name: String,
     /// The environment alone, or a conf.d file over it (or why the file cannot be read).
     pub vars: Result<Vars, ConfigError>,
+}
+
+/// The conf.d folder (`BACKUP_CONF_DIR`), when it exists.
+pub fn conf_dir(env: &Vars) -> Option<PathBuf> {
+    let dir = PathBuf::from(
+        env.get("BACKUP_CONF_DIR")
+            .filter(|v| !v.is_empty())
+            .or(registry::spec("BACKUP_CONF_DIR").and_then(|s| s.default))
+            .unwrap_or_default(),
+    );
+    dir.is_dir().then_some(dir)
 }
 
 /// Every schedule's name and variables, unvalidated.
@@ -539,8 +568,9 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The regular files of a conf.d folder, in name order. An empty folder is an error: a
-/// mounted but empty conf.d means a deployment mistake, not "back up nothing".
+/// The regular files of a conf.d folder, in name order, but for hidden ones (editors' swap
+/// files, files the API is writing). An empty folder is an error: a mounted but empty
+/// conf.d means a deployment mistake, not "back up nothing".
 fn conf_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let read = std::fs::read_dir(dir).map_err(|e| {
         ConfigError::one(Problem::new(
@@ -552,7 +582,7 @@ fn conf_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let mut files: Vec<PathBuf> = read
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.is_file())
+        .filter(|p| p.is_file() && !file_name(p).starts_with('.'))
         .collect();
     files.sort();
     if files.is_empty() {
@@ -674,6 +704,16 @@ impl Parser<'_> {
             }
         }
         for name in vars.names() {
+            if name.starts_with("DUNNAGE_")
+                && matches!(vars.origin(name), Some(vars::Origin::ConfFile(_)))
+            {
+                self.problems.push(Problem::new(
+                    name,
+                    vars.get(name).unwrap_or_default(),
+                    "set for the whole process: put it in the environment, not in a conf.d file",
+                ));
+                continue;
+            }
             if registry::spec(name).is_some() {
                 continue;
             }
@@ -1087,6 +1127,7 @@ impl Parser<'_> {
             );
         }
         DockerConfig {
+            schedule: String::new(),
             host: self.optional("DOCKER_HOST"),
             stop_label,
             no_restart_label: self.optional("BACKUP_STOP_DURING_BACKUP_NO_RESTART_LABEL"),

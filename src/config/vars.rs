@@ -29,7 +29,7 @@ impl fmt::Display for Origin {
 }
 
 /// A set of settings (one schedule's), each with its origin.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Vars {
     map: BTreeMap<String, (String, Origin)>,
     /// Names whose value is not UTF-8: reported (for our variables), never silently unset.

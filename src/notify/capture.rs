@@ -100,21 +100,27 @@ impl Visit for Fields<'_> {
     }
 }
 
-/// What the current run has logged so far (empty when no capture layer is installed, as in
-/// library use without our subscriber).
-pub fn current_log() -> String {
+/// The current run's log buffer itself, to read while the run goes on (the API's run log).
+pub fn current_buffer() -> Option<Arc<Mutex<String>>> {
     tracing::Span::current()
         .with_subscriber(|(id, dispatch)| {
             let registry = dispatch.downcast_ref::<Registry>()?;
             let mut span = registry.span(id)?;
             loop {
                 if let Some(b) = span.extensions().get::<Buffer>() {
-                    return Some(b.0.lock().unwrap_or_else(|e| e.into_inner()).clone());
+                    return Some(b.0.clone());
                 }
                 span = span.parent()?;
             }
         })
         .flatten()
+}
+
+/// What the current run has logged so far (empty when no capture layer is installed, as in
+/// library use without our subscriber).
+pub fn current_log() -> String {
+    current_buffer()
+        .map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).clone())
         .unwrap_or_default()
 }
 

@@ -414,7 +414,11 @@ fn after_a_kill_9_the_next_start_of_dunnage_brings_the_app_back() {
         !app.running(),
         "killed outright, dunnage could not restart it"
     );
-    assert!(s.tmp.path().join("state/stopped-containers").exists());
+    // The run's own state file; renamed here to the one file all schedules shared before
+    // runs could overlap, which a newer dunnage still reads.
+    let own = s.tmp.path().join("state/stopped-containers-default");
+    assert!(own.exists());
+    fs::rename(&own, s.tmp.path().join("state/stopped-containers")).unwrap();
 
     // Starting the scheduler (here with a schedule that never fires) recovers at once.
     let template = backup(&s, &label);

@@ -9,6 +9,7 @@ mod api;
 mod backup;
 mod cli;
 mod conformance;
+mod control;
 mod docker;
 mod docs;
 mod dropbox;
