@@ -102,7 +102,7 @@ def stop(proc):
     proc.wait(timeout=60)
 
 
-def many_profiles(binary, base, profiles, concurrency, files, file_kib, compression):
+def many_profiles(binary, base, profiles, concurrency, files, file_kib, compression, limit):
     work = tempfile.mkdtemp(dir=base, prefix=f"profiles-c{concurrency}-")
     conf = os.path.join(work, "conf.d")
     os.makedirs(conf)
@@ -126,7 +126,8 @@ def many_profiles(binary, base, profiles, concurrency, files, file_kib, compress
             f.write(
                 f"BACKUP_CRON_EXPRESSION={cron}\nBACKUP_SOURCES={src}\nBACKUP_ARCHIVE={out}\n"
                 f"BACKUP_COMPRESSION={compression}\n"
-                f"BACKUP_FILENAME=p{p}-%Y%m%dT%H%M%S.{{{{ .Extension }}}}\n"
+                + (f"BACKUP_UPLOAD_LIMIT={limit}\n" if limit else "")
+                + f"BACKUP_FILENAME=p{p}-%Y%m%dT%H%M%S.{{{{ .Extension }}}}\n"
                 f"BACKUP_STOP_DURING_BACKUP_LABEL=customer-{p}\n"
             )
     port = free_port()
@@ -230,6 +231,7 @@ def main():
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--file-kib", type=int, default=64)
     ap.add_argument("--compression", default="gz")
+    ap.add_argument("--upload-limit", default="", help="BACKUP_UPLOAD_LIMIT of each profile")
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--poll", type=float, default=0.5, help="seconds between a client's requests")
     ap.add_argument("--reps", type=int, default=3)
@@ -240,8 +242,9 @@ def main():
 
     if not a.skip_profiles:
         print(f"## {a.profiles} profiles, {a.files} files of {a.file_kib} KiB each (half random), "
-              f"{a.compression}, all due in one second")
-        rows = [many_profiles(a.binary, a.work, a.profiles, c, a.files, a.file_kib, a.compression)
+              f"{a.compression}, upload limit {a.upload_limit or 'none'}, all due in one second")
+        rows = [many_profiles(a.binary, a.work, a.profiles, c, a.files, a.file_kib, a.compression,
+                              a.upload_limit)
                 for c in (1, a.concurrency)]
         print("| concurrency | all ended after | idle RSS (threads) | peak RSS | files stored |")
         print("|---|---|---|---|---|")

@@ -64,7 +64,8 @@ pub struct Metrics {
     downtime: Family<ScheduleLabel, FloatCounter>,
     lock_wait: Family<ScheduleLabel, FloatCounter>,
     verified: Family<ResultLabels, Counter>,
-    state_dirs: std::sync::Mutex<Vec<(String, PathBuf)>>,
+    /// Where each schedule's last success is kept (the latest settings win after a reload).
+    state_dirs: std::sync::Mutex<std::collections::BTreeMap<String, PathBuf>>,
     /// The last backup run's outcome and end per schedule, for the REST API.
     last: std::sync::Mutex<std::collections::BTreeMap<String, (&'static str, String)>>,
 }
@@ -189,7 +190,7 @@ impl Metrics {
         self.state_dirs
             .lock()
             .expect("lock")
-            .push((schedule.to_owned(), path));
+            .insert(schedule.to_owned(), path);
     }
 
     /// Counts what one run did.
@@ -291,7 +292,7 @@ impl Metrics {
 
     fn persist(&self, schedule: &str, at: f64) {
         let dirs = self.state_dirs.lock().expect("lock");
-        if let Some((_, path)) = dirs.iter().find(|(s, _)| s == schedule) {
+        if let Some(path) = dirs.get(schedule) {
             let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))
                 .and_then(|()| std::fs::write(path, format!("{at:.3}\n")));
         }

@@ -42,6 +42,7 @@ pub async fn run_forever(
     let mut version = profiles.subscribe();
     let mut loops: BTreeMap<String, Loops> = BTreeMap::new();
     let mut ended = Vec::new();
+    let mut failed = 0;
     loop {
         let configs = profiles.all();
         // Stopped: removed or changed profiles' loops (their runs go on in `runs`).
@@ -60,6 +61,12 @@ pub async fn run_forever(
             l.stop.send_replace(true);
             ended.extend(l.tasks);
         }
+        // Loops stopped by earlier reloads that have ended: counted now, not kept.
+        let (done, going): (Vec<_>, Vec<_>) = ended.into_iter().partition(|t| t.is_finished());
+        ended = going;
+        for task in done {
+            failed += task.await.unwrap_or(1);
+        }
         for config in configs.iter() {
             if !loops.contains_key(&config.name) {
                 loops.insert(config.name.clone(), start(config, &runs, &metrics));
@@ -70,7 +77,6 @@ pub async fn run_forever(
             () = shutdown_requested(&mut shutdown) => break,
         }
     }
-    let mut failed = 0;
     for l in loops.into_values() {
         l.stop.send_replace(true);
         ended.extend(l.tasks);
