@@ -168,6 +168,15 @@ fn stop(s: &Setup, mut child: Child) {
     assert!(status.success(), "{}", log(s));
 }
 
+fn get(port: u16, path: &str, token: &str) -> Answer {
+    http(port, "GET", path, Some(token), &[], None)
+}
+
+/// The run `id` as the API shows it.
+fn run_of(port: u16, id: &str, token: &str) -> Value {
+    get(port, &format!("/api/v1/runs/{id}"), token).json()
+}
+
 /// Starts a run; its id.
 fn start_run(port: u16, profile: &str, token: &str, body: Value) -> String {
     let a = http(
@@ -191,15 +200,7 @@ fn start_run(port: u16, profile: &str, token: &str, body: Value) -> String {
 fn finished(port: u16, id: &str, token: &str) -> Value {
     let mut last = Value::Null;
     wait_for("the run to end", Duration::from_secs(90), || {
-        last = http(
-            port,
-            "GET",
-            &format!("/api/v1/runs/{id}"),
-            Some(token),
-            &[],
-            None,
-        )
-        .json();
+        last = run_of(port, id, token);
         last["state"] == "finished"
     });
     last
@@ -261,18 +262,7 @@ fn a_run_started_through_the_api_is_followed_live_and_a_second_start_is_a_confli
     );
     assert_eq!(again.status, 409);
     assert_eq!(again.json()["run"]["id"], id.as_str());
-    assert_eq!(
-        http(
-            port,
-            "GET",
-            &format!("/api/v1/runs/{id}"),
-            Some(BLOG),
-            &[],
-            None
-        )
-        .status,
-        404
-    );
+    assert_eq!(get(port, &format!("/api/v1/runs/{id}"), BLOG).status, 404);
 
     // Follow it: server-sent events until the end (curl reads them as a client would).
     let events = Command::new("curl")
@@ -319,28 +309,13 @@ fn a_run_started_through_the_api_is_followed_live_and_a_second_start_is_a_confli
     fs::create_dir(&dest).unwrap();
     extract(&s.out.join(name), &dest);
     assert_same_tree(&s.src, &dest, &[]);
-    let log = http(
-        port,
-        "GET",
-        &format!("/api/v1/runs/{id}/log"),
-        Some(SHOP),
-        &[],
-        None,
-    );
+    let log = get(port, &format!("/api/v1/runs/{id}/log"), SHOP);
     assert!(
         String::from_utf8_lossy(&log.body).contains("succeeded"),
         "{}",
         String::from_utf8_lossy(&log.body)
     );
-    let runs = http(
-        port,
-        "GET",
-        "/api/v1/profiles/shop/runs",
-        Some(SHOP),
-        &[],
-        None,
-    )
-    .json();
+    let runs = get(port, "/api/v1/profiles/shop/runs", SHOP).json();
     assert_eq!(runs[0]["id"], id.as_str());
     assert_eq!(runs[0]["trigger"], "api");
     // The metrics count it like a scheduled run.
@@ -366,15 +341,7 @@ fn a_cancelled_run_leaves_no_partial_backup_and_cannot_be_cancelled_twice() {
     let (child, _guard, port) = start(&s, &[]);
     let id = start_run(port, "shop", SHOP, json!({}));
     wait_for("the upload to begin", Duration::from_secs(30), || {
-        let run = http(
-            port,
-            "GET",
-            &format!("/api/v1/runs/{id}"),
-            Some(SHOP),
-            &[],
-            None,
-        )
-        .json();
+        let run = run_of(port, &id, SHOP);
         run["progress"]["archive_bytes"].as_u64().unwrap_or(0) > 0
     });
     let cancel = http(
@@ -432,15 +399,7 @@ fn downloads_resume_with_range_and_deletes_keep_the_only_backup() {
         std::thread::sleep(Duration::from_millis(1100));
     }
     let (child, _guard, port) = start(&s, &[]);
-    let listed = http(
-        port,
-        "GET",
-        "/api/v1/profiles/shop/backups",
-        Some(SHOP),
-        &[],
-        None,
-    )
-    .json();
+    let listed = get(port, "/api/v1/profiles/shop/backups", SHOP).json();
     let names: Vec<String> = listed
         .as_array()
         .unwrap()
@@ -462,7 +421,7 @@ fn downloads_resume_with_range_and_deletes_keep_the_only_backup() {
         .collect();
 
     let path = format!("/api/v1/profiles/shop/backups/{name}/download");
-    let all = http(port, "GET", &path, Some(SHOP_READ), &[], None);
+    let all = get(port, &path, SHOP_READ);
     assert_eq!(all.status, 200);
     assert_eq!(all.header("accept-ranges"), Some("bytes"));
     assert!(all.body == whole, "the parts joined, byte for byte");
@@ -501,20 +460,13 @@ fn downloads_resume_with_range_and_deletes_keep_the_only_backup() {
     );
     assert_eq!(a.status, 416);
     // Names only from the listing.
-    let a = http(
+    let a = get(
         port,
-        "GET",
         "/api/v1/profiles/shop/backups/..%2F..%2Fetc%2Fpasswd/download",
-        Some(SHOP),
-        &[],
-        None,
+        SHOP,
     );
     assert_eq!(a.status, 404);
-    assert_eq!(
-        http(port, "GET", &path, Some(BLOG), &[], None).status,
-        404,
-        "not another profile's"
-    );
+    assert_eq!(get(port, &path, BLOG).status, 404, "not another profile's");
 
     let del = format!("/api/v1/profiles/shop/backups/{}", names[0]);
     assert_eq!(
@@ -718,29 +670,15 @@ fn profiles_are_created_replaced_and_deleted_through_the_api_after_validation() 
         Duration::from_secs(30),
         || s.archive_names().iter().any(|n| n.starts_with("new1-")),
     );
-    let shown = http(port, "GET", "/api/v1/profiles/new1", Some(ADMIN), &[], None);
+    let shown = get(port, "/api/v1/profiles/new1", ADMIN);
     assert_eq!(shown.status, 200);
-    let listed = http(port, "GET", "/api/v1/profiles", Some(ADMIN), &[], None);
+    let listed = get(port, "/api/v1/profiles", ADMIN);
     // Its runs tried to notify the unreachable URL: their results and logs name it.
-    let runs = http(
-        port,
-        "GET",
-        "/api/v1/profiles/new1/runs",
-        Some(ADMIN),
-        &[],
-        None,
-    );
+    let runs = get(port, "/api/v1/profiles/new1/runs", ADMIN);
     let mut answers = vec![shown, listed];
     for run in runs.json().as_array().unwrap() {
         let id = run["id"].as_str().unwrap();
-        answers.push(http(
-            port,
-            "GET",
-            &format!("/api/v1/runs/{id}/log"),
-            Some(ADMIN),
-            &[],
-            None,
-        ));
+        answers.push(get(port, &format!("/api/v1/runs/{id}/log"), ADMIN));
     }
     answers.push(runs);
     for answer in &answers {
@@ -785,10 +723,7 @@ fn profiles_are_created_replaced_and_deleted_through_the_api_after_validation() 
     );
     assert_eq!(a.status, 204);
     assert_eq!(conf_files(&s), ["shop"]);
-    assert_eq!(
-        http(port, "GET", "/api/v1/profiles/new1", Some(ADMIN), &[], None).status,
-        404
-    );
+    assert_eq!(get(port, "/api/v1/profiles/new1", ADMIN).status, 404);
     assert!(s.archive_names().iter().any(|n| n.starts_with("new1-")));
     assert!(!log(&s).contains(secret), "no secret in the log");
     stop(&s, child);
@@ -806,23 +741,14 @@ fn conf_d_is_reloaded_on_change_and_sighup_without_touching_a_running_backup() {
     let (child, _guard, port) = start(&s, &[]);
     let id = start_run(port, "shop", SHOP, json!({}));
     wait_for("the run to be archiving", Duration::from_secs(30), || {
-        http(
-            port,
-            "GET",
-            &format!("/api/v1/runs/{id}"),
-            Some(SHOP),
-            &[],
-            None,
-        )
-        .json()["phase"]
-            == "archiving"
+        run_of(port, &id, SHOP)["phase"] == "archiving"
     });
     // Changed and added while it runs; SIGHUP reads conf.d at once.
     profile(&s, "shop", "BACKUP_FILENAME=shop-new-%s.tar\n");
     profile(&s, "blog", "BACKUP_FILENAME=blog-%s.tar\n");
     signal(&child, nix::sys::signal::Signal::SIGHUP);
     wait_for("blog to appear", Duration::from_secs(10), || {
-        let listed = http(port, "GET", "/api/v1/profiles", Some(ADMIN), &[], None).json();
+        let listed = get(port, "/api/v1/profiles", ADMIN).json();
         listed
             .as_array()
             .unwrap()
@@ -855,14 +781,14 @@ fn conf_d_is_reloaded_on_change_and_sighup_without_touching_a_running_backup() {
     profile(&s, "wiki", "BACKUP_FILENAME=wiki-%s.tar\n");
     profile(&s, "blog", "BACKUP_COMPRESSION=rar\n");
     wait_for("wiki to appear", Duration::from_secs(15), || {
-        let listed = http(port, "GET", "/api/v1/profiles", Some(ADMIN), &[], None).json();
+        let listed = get(port, "/api/v1/profiles", ADMIN).json();
         listed
             .as_array()
             .unwrap()
             .iter()
             .any(|p| p["name"] == "wiki")
     });
-    let blog = http(port, "GET", "/api/v1/profiles/blog", Some(ADMIN), &[], None).json();
+    let blog = get(port, "/api/v1/profiles/blog", ADMIN).json();
     assert_eq!(
         blog["settings"]["BACKUP_FILENAME"]["value"], "blog-%s.tar",
         "{blog}"
@@ -876,15 +802,7 @@ fn states(port: u16, profiles: &[&str]) -> Vec<String> {
     profiles
         .iter()
         .map(|p| {
-            let runs = http(
-                port,
-                "GET",
-                &format!("/api/v1/profiles/{p}/runs"),
-                Some(ADMIN),
-                &[],
-                None,
-            )
-            .json();
+            let runs = get(port, &format!("/api/v1/profiles/{p}/runs"), ADMIN).json();
             runs[0]["state"].as_str().unwrap_or("none").to_owned()
         })
         .collect()
