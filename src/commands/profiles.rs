@@ -311,7 +311,10 @@ fn check_setting(key: &str, value: &str) -> Option<Problem> {
         let hint = registry::typo_of(key)
             .map(|s| format!("; did you mean {}?", s.name))
             .unwrap_or_default();
-        return Some(Problem::new(key, value, format!("unknown variable{hint}")));
+        // A misspelt secret's value is a secret too: an unknown variable's is never shown.
+        let mut p = Problem::new(key, "", format!("unknown variable{hint}"));
+        p.value = "(not shown)".into();
+        return Some(p);
     };
     if NOT_PER_PROFILE.contains(&spec.name) || spec.name.starts_with("DUNNAGE_") {
         return Some(Problem::new(
@@ -387,6 +390,8 @@ mod tests {
         assert!(check_setting("AWS_SECRET_ACCESS_KEY_FILE", "/run/secrets/k").is_none());
         let p = check_setting("BACKUP_CRON_EXPRESION", "x").unwrap();
         assert!(p.message.contains("BACKUP_CRON_EXPRESSION"), "{p}");
+        let p = check_setting("AWS_SECRET_ACCES_KEY", "leak-me-123").unwrap();
+        assert!(!p.to_string().contains("leak-me-123"), "{p}");
         for process_wide in [
             "BACKUP_LOCK_FILE",
             "DUNNAGE_CONCURRENCY",

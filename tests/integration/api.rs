@@ -24,7 +24,8 @@ fn get_raw(mut stream: impl Read + Write, path: &str) -> (u16, Vec<u8>) {
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
-    get_raw_answer(stream)
+    let answer = crate::common::http::read_answer(stream);
+    (answer.status, answer.body)
 }
 
 fn get_tcp(port: u16, path: &str) -> (u16, String) {
@@ -617,25 +618,8 @@ fn healthcheck_says_whether_the_schedulers_api_answers() {
 
 /// A REST GET with a bearer token: status and JSON body.
 fn rest(port: u16, path: &str, token: Option<&str>) -> (u16, Value) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let (status, body) = get_raw_answer(stream);
-    (status, serde_json::from_slice(&body).unwrap())
-}
-
-fn get_raw_answer(mut stream: impl Read) -> (u16, Vec<u8>) {
-    let mut all = Vec::new();
-    stream.read_to_end(&mut all).unwrap();
-    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let status = String::from_utf8_lossy(&all[9..12]).parse().unwrap();
-    (status, all[split + 4..].to_vec())
+    let answer = crate::common::http::http(port, "GET", path, token, &[], None);
+    (answer.status, answer.json())
 }
 
 #[test]

@@ -5,12 +5,12 @@
 //! the concurrency limit.
 
 use std::fs;
-use std::io::{Read, Write};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::common::http::{Answer, http};
 use crate::common::*;
 
 const ADMIN: &str = "admin-control-token-1";
@@ -23,98 +23,6 @@ fn tokens() -> String {
         "{ADMIN} scopes=admin\n{SHOP} scopes=read,run,restore,delete profiles=shop\n\
          {SHOP_READ} scopes=read profiles=shop\n{BLOG} scopes=read,run profiles=blog"
     )
-}
-
-/// An HTTP answer: status, headers (names in lower case), body (de-chunked).
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One HTTP/1.1 request to the API on `port`.
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> Answer {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    if let Some(t) = token {
-        request.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    request.push_str(&format!(
-        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    ));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut all = Vec::new();
-    stream.read_to_end(&mut all).unwrap();
-    let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&all[..split]).into_owned();
-    let status = head[9..12].parse().unwrap();
-    let headers: Vec<(String, String)> = head
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut body = all[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(
-            String::from_utf8_lossy(&raw[..line_end])
-                .split(';')
-                .next()
-                .unwrap()
-                .trim(),
-            16,
-        )
-        .unwrap();
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
 }
 
 fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
@@ -585,6 +493,7 @@ fn profiles_are_created_replaced_and_deleted_through_the_api_after_validation() 
         "BACKUP_CRON_EXPRESION": "@daily",
         "BACKUP_LOCK_FILE": "/tmp/x",
         "AWS_SECRET_ACCESS_KEY": "pa$word",
+        "AWS_SECRET_ACCES_KEY": "misspelt-secret-1",
     }});
     let a = http(
         port,
@@ -607,7 +516,9 @@ fn profiles_are_created_replaced_and_deleted_through_the_api_after_validation() 
     ] {
         assert!(named.contains(&var), "{var} in {problems:?}");
     }
-    assert!(!String::from_utf8_lossy(&a.body).contains("pa$word"));
+    for secret in ["pa$word", "misspelt-secret-1"] {
+        assert!(!String::from_utf8_lossy(&a.body).contains(secret));
+    }
     assert_eq!(conf_files(&s), ["shop"]);
     // Values that are wrong only together with the file are found too.
     let bad =
