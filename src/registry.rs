@@ -28,31 +28,6 @@ pub enum Feature {
 }
 
 impl Feature {
-    /// Whether this version implements the feature. Settings of a missing destination or of
-    /// encryption are refused (a backup believed to be off-site or encrypted must not be
-    /// silently local or plain).
-    pub fn available(self) -> bool {
-        matches!(
-            self,
-            Feature::Schedule
-                | Feature::Archive
-                | Feature::Local
-                | Feature::Retention
-                | Feature::Docker
-                | Feature::Remote
-                | Feature::S3
-                | Feature::Azure
-                | Feature::WebDav
-                | Feature::Sftp
-                | Feature::Dropbox
-                | Feature::HealthCheck
-                | Feature::Notifications
-                | Feature::Age
-                | Feature::Encryption
-                | Feature::Restore
-        )
-    }
-
     pub fn title(self) -> &'static str {
         match self {
             Feature::Schedule => "schedule",
@@ -251,6 +226,12 @@ pub static VARIABLES: &[VarSpec] = &[
     var("GOOGLE_DRIVE_FOLDER_ID", None, GoogleDrive),
     var("GOOGLE_DRIVE_IMPERSONATE_SUBJECT", None, GoogleDrive),
     var("GOOGLE_DRIVE_TEAM_DRIVE_ID", None, GoogleDrive),
+    var(
+        "GOOGLE_DRIVE_ENDPOINT",
+        Some("https://www.googleapis.com/drive/v3/"),
+        GoogleDrive,
+    ),
+    var("GOOGLE_DRIVE_TOKEN_URL", None, GoogleDrive),
     // Encryption
     key(secret("GPG_PASSPHRASE", Encryption)),
     key(var("GPG_PUBLIC_KEY_RING", None, Encryption)),

@@ -22,11 +22,13 @@ use crate::docker::DockerConfig;
 use crate::filename::{self, FilenameTemplate};
 use crate::net::RetryPolicy;
 use crate::prune::Policy;
-use crate::registry::{self, Feature};
+use crate::registry;
 use crate::resources;
 use crate::schedule::cron::CronSchedule;
 use crate::spool::SpoolMode;
-use crate::storage::{AzureConfig, Backend, DropboxConfig, S3Config, SftpConfig, WebDavConfig};
+use crate::storage::{
+    AzureConfig, Backend, DropboxConfig, GoogleDriveConfig, S3Config, SftpConfig, WebDavConfig,
+};
 pub use vars::{Origin, Vars, expand_vars};
 
 /// The archive name when `BACKUP_FILENAME` is unset (same as docker-volume-backup).
@@ -198,6 +200,8 @@ pub struct Config {
     pub sftp: Option<SftpConfig>,
     /// `DROPBOX_*`: the Dropbox destination, when its credentials are set.
     pub dropbox: Option<DropboxConfig>,
+    /// `GOOGLE_DRIVE_*`: the Google Drive destination, when its credentials are set.
+    pub gdrive: Option<GoogleDriveConfig>,
     /// `BACKUP_HEALTHCHECK_URL`: where health pings go (secret: the URL is the key).
     pub healthcheck: Option<reqwest::Url>,
     /// `NOTIFICATION_*` and the deprecated `EMAIL_*`: who hears about runs, when URLs are set.
@@ -259,6 +263,7 @@ impl Config {
         let webdav = p.webdav();
         let sftp = p.sftp(&docker.state_dir);
         let dropbox = p.dropbox();
+        let gdrive = p.gdrive();
         let healthcheck = p.healthcheck();
         let (notifications, notification_problems) = p.notifications();
 
@@ -299,6 +304,7 @@ impl Config {
                 webdav,
                 sftp,
                 dropbox,
+                gdrive,
                 healthcheck,
                 notifications,
                 notification_problems,
@@ -318,6 +324,7 @@ impl Config {
             webdav: self.webdav.as_ref(),
             sftp: self.sftp.as_ref(),
             dropbox: self.dropbox.as_ref(),
+            gdrive: self.gdrive.as_ref(),
             retry: self.retry.clone(),
             state_dir: &self.docker.state_dir,
         }
@@ -526,9 +533,6 @@ pub fn describe_vars(vars: &Vars) -> Vec<(&'static str, String, String)> {
         .filter(|spec| spec.name != "BACKUP_CONF_DIR")
         .filter_map(|spec| {
             let set = vars.get(spec.name);
-            if set.is_none() && !spec.feature.available() {
-                return None;
-            }
             let (value, origin) = match (set, spec.default) {
                 (Some(v), _) => (v.to_owned(), vars.origin(spec.name)?.to_string()),
                 (None, Some(d)) => (d.to_owned(), "default".to_owned()),
@@ -746,29 +750,6 @@ impl Parser<'_> {
                 .push(format!("unknown variable {name} is ignored{hint}"));
         }
         self.check_destinations_without_their_key();
-        for spec in registry::VARIABLES {
-            let set = vars.get(spec.name).is_some_and(|v| !v.is_empty());
-            if !set || !spec.enables || spec.feature.available() {
-                continue;
-            }
-            let value = vars.get(spec.name).unwrap_or_default().to_owned();
-            let feature = spec.feature;
-            self.problem(
-                spec.name,
-                &value,
-                format!(
-                    "{} is not available in this version of dunnage; unset {} (the backup \
-                     would not be {} as configured)",
-                    feature.title(),
-                    spec.name,
-                    if feature == Feature::Encryption {
-                        "encrypted"
-                    } else {
-                        "stored"
-                    }
-                ),
-            );
-        }
     }
 
     /// A destination's settings given without the variable that turns it on (the bucket
@@ -783,6 +764,7 @@ impl Parser<'_> {
             Feature::WebDav,
             Feature::Sftp,
             Feature::Dropbox,
+            Feature::GoogleDrive,
         ] {
             let specs = registry::VARIABLES.iter().filter(|s| s.feature == feature);
             let Some(key) = specs.clone().find(|s| s.enables) else {
@@ -1470,14 +1452,7 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_destinations_are_refused() {
-        let err = config(&[
-            ("GOOGLE_DRIVE_CREDENTIALS_JSON", "{}"),
-            ("GOOGLE_DRIVE_FOLDER_ID", "x"),
-        ])
-        .unwrap_err();
-        assert_eq!(problem_vars(&err), ["GOOGLE_DRIVE_CREDENTIALS_JSON"]);
-        assert!(err.to_string().contains("would not be stored"), "{err}");
+    fn deprecated_email_settings_and_notification_problems_never_stop_a_backup() {
         let c = config(&[
             ("NOTIFICATION_URLS", "generic://x"),
             ("EMAIL_NOTIFICATION_RECIPIENT", "ops@example.org"),

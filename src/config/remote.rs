@@ -1,10 +1,10 @@
 //! Settings of the network destinations: `AWS_*` (S3), `AZURE_STORAGE_*` (Azure Blob),
-//! `WEBDAV_*`, `SSH_*` (SFTP) and `DROPBOX_*`.
+//! `WEBDAV_*`, `SSH_*` (SFTP), `DROPBOX_*` and `GOOGLE_DRIVE_*`.
 
 use crate::net::RetryPolicy;
 use crate::storage::{
-    ACCESS_TIERS, AzureConfig, AzureCredentials, DropboxConfig, HostKeyCheck, S3Config,
-    S3Credentials, SftpConfig, WebDavConfig, parse_connection_string, s3, sftp,
+    ACCESS_TIERS, AzureConfig, AzureCredentials, DropboxConfig, GoogleDriveConfig, HostKeyCheck,
+    S3Config, S3Credentials, SftpConfig, WebDavConfig, parse_connection_string, s3, sftp,
 };
 
 use super::Parser;
@@ -579,6 +579,99 @@ impl Parser<'_> {
         })
     }
 
+    pub(super) fn gdrive(&mut self) -> Option<GoogleDriveConfig> {
+        const CREDENTIALS: &str = "GOOGLE_DRIVE_CREDENTIALS_JSON";
+        let raw = self.optional(CREDENTIALS)?;
+        let account = crate::storage::parse_credentials(&raw)
+            .map_err(|why| {
+                self.problem(
+                    CREDENTIALS,
+                    &raw,
+                    format!(
+                        "{why}; expected the JSON key file of a service account (or \
+                         GOOGLE_DRIVE_CREDENTIALS_JSON_FILE naming it)"
+                    ),
+                );
+            })
+            .ok();
+        let drive = self.drive_id("GOOGLE_DRIVE_TEAM_DRIVE_ID");
+        // Unset means the drive's top level, as in the reference: the user's own drive
+        // ("root") or the shared drive, whose id is its top folder's.
+        let folder = match self.optional("GOOGLE_DRIVE_FOLDER_ID") {
+            Some(_) => self.drive_id("GOOGLE_DRIVE_FOLDER_ID"),
+            None => Some(drive.clone().unwrap_or_else(|| "root".into())),
+        };
+        let subject = self.optional("GOOGLE_DRIVE_IMPERSONATE_SUBJECT");
+        if let Some(s) = subject.as_ref().filter(|s| !s.contains('@')) {
+            self.problem(
+                "GOOGLE_DRIVE_IMPERSONATE_SUBJECT",
+                s,
+                "expected the e-mail address of the user the service account acts for",
+            );
+        }
+        let raw_endpoint = self.string("GOOGLE_DRIVE_ENDPOINT");
+        // Metadata paths are relative to the endpoint, which therefore ends in '/'.
+        let endpoint = match url::Url::parse(&format!("{}/", raw_endpoint.trim_end_matches('/'))) {
+            Ok(url) if http_url(url.as_str()).is_ok() => Some(url),
+            _ => {
+                self.problem(
+                    "GOOGLE_DRIVE_ENDPOINT",
+                    &raw_endpoint,
+                    "expected an http(s) URL such as https://www.googleapis.com/drive/v3/",
+                );
+                None
+            }
+        };
+        let token_url = match self.optional("GOOGLE_DRIVE_TOKEN_URL") {
+            Some(url) => {
+                if let Err(why) = http_url(&url) {
+                    self.problem(
+                        "GOOGLE_DRIVE_TOKEN_URL",
+                        &url,
+                        format!("expected an http(s) URL ({why})"),
+                    );
+                }
+                url
+            }
+            None => match account.as_ref().and_then(|a| a.token_uri.clone()) {
+                Some(url) if http_url(&url).is_err() => {
+                    self.problem(CREDENTIALS, &raw, "its \"token_uri\" is not an http(s) URL");
+                    url
+                }
+                Some(url) => url,
+                None => crate::storage::gdrive::DEFAULT_TOKEN_URL.to_owned(),
+            },
+        };
+        let account = account?;
+        Some(GoogleDriveConfig {
+            client_email: account.client_email,
+            private_key: account.private_key,
+            folder: folder?,
+            subject,
+            drive,
+            endpoint: endpoint?,
+            token_url,
+        })
+    }
+
+    /// A Drive folder or shared-drive id in `var`, when set.
+    fn drive_id(&mut self, var: &str) -> Option<String> {
+        let value = self.optional(var)?;
+        if value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Some(value);
+        }
+        self.problem(
+            var,
+            &value,
+            "expected an id (letters, digits, - and _): the last part of the folder's or \
+             drive's address in Drive (drive.google.com/drive/folders/ID)",
+        );
+        None
+    }
+
     /// `AZURE_STORAGE_ENDPOINT` with `{{ .AccountName }}` filled in.
     fn azure_endpoint(&mut self, account: &str) -> Option<String> {
         let raw = self.string("AZURE_STORAGE_ENDPOINT");
@@ -958,5 +1051,86 @@ mod tests {
         ] {
             assert!(text.contains(var), "{var} missing in:\n{text}");
         }
+    }
+
+    const KEY_FILE: &str = include_str!("../../tests/fixtures/gdrive-service-account.json");
+
+    #[test]
+    fn google_drive_settings_parse_and_resolve_as_googles_libraries_do() {
+        let c = config(&[
+            ("GOOGLE_DRIVE_CREDENTIALS_JSON", KEY_FILE),
+            ("GOOGLE_DRIVE_FOLDER_ID", "1AbC-d_9"),
+        ])
+        .unwrap();
+        let d = c.gdrive.unwrap();
+        assert_eq!(
+            d.client_email,
+            "fixture@dunnage-fixture.iam.gserviceaccount.com"
+        );
+        assert_eq!(d.folder, "1AbC-d_9");
+        assert_eq!(d.endpoint.as_str(), "https://www.googleapis.com/drive/v3/");
+        assert_eq!(d.token_url, "https://oauth2.googleapis.com/token");
+        assert_eq!((d.subject, d.drive), (None, None));
+
+        // Unset folder: the top of the shared drive, or of the user's drive.
+        let team = config(&[
+            ("GOOGLE_DRIVE_CREDENTIALS_JSON", KEY_FILE),
+            ("GOOGLE_DRIVE_TEAM_DRIVE_ID", "0ATeam"),
+            ("GOOGLE_DRIVE_IMPERSONATE_SUBJECT", "owner@example.org"),
+            // Without a trailing slash it still names the folder of the metadata calls.
+            ("GOOGLE_DRIVE_ENDPOINT", "http://127.0.0.1:9/drive/v3"),
+            ("GOOGLE_DRIVE_TOKEN_URL", "http://127.0.0.1:9/token"),
+        ])
+        .unwrap()
+        .gdrive
+        .unwrap();
+        assert_eq!(team.folder, "0ATeam");
+        assert_eq!(team.drive.as_deref(), Some("0ATeam"));
+        assert_eq!(team.subject.as_deref(), Some("owner@example.org"));
+        assert_eq!(team.endpoint.as_str(), "http://127.0.0.1:9/drive/v3/");
+        assert_eq!(team.token_url, "http://127.0.0.1:9/token");
+        let own = config(&[("GOOGLE_DRIVE_CREDENTIALS_JSON", KEY_FILE)]).unwrap();
+        assert_eq!(own.gdrive.unwrap().folder, "root");
+        // Settings without the credentials: the user believes backups go to Drive.
+        let err = config(&[("GOOGLE_DRIVE_FOLDER_ID", "1AbC")]).unwrap_err();
+        assert!(
+            problems(&err)[0].contains("although GOOGLE_DRIVE_FOLDER_ID is set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn google_drive_problems_are_all_reported_and_the_key_never_shown() {
+        let not_a_service_account = r#"{"type": "authorized_user", "client_secret": "hunter2"}"#;
+        let err = config(&[
+            ("GOOGLE_DRIVE_CREDENTIALS_JSON", not_a_service_account),
+            (
+                "GOOGLE_DRIVE_FOLDER_ID",
+                "https://drive.google.com/drive/folders/1AbC",
+            ),
+            ("GOOGLE_DRIVE_TEAM_DRIVE_ID", "team drive"),
+            ("GOOGLE_DRIVE_IMPERSONATE_SUBJECT", "owner"),
+            ("GOOGLE_DRIVE_ENDPOINT", "www.googleapis.com"),
+            ("GOOGLE_DRIVE_TOKEN_URL", "oauth2.googleapis.com/token"),
+        ])
+        .unwrap_err();
+        let text = problems(&err).join("\n");
+        for needle in [
+            "GOOGLE_DRIVE_CREDENTIALS_JSON=\"(redacted)\": a key of type \"authorized_user\"",
+            "GOOGLE_DRIVE_FOLDER_ID=\"https://drive.google.com/drive/folders/1AbC\": expected an id",
+            "GOOGLE_DRIVE_TEAM_DRIVE_ID=\"team drive\"",
+            "GOOGLE_DRIVE_IMPERSONATE_SUBJECT=\"owner\"",
+            "GOOGLE_DRIVE_ENDPOINT=\"www.googleapis.com\"",
+            "GOOGLE_DRIVE_TOKEN_URL=\"oauth2.googleapis.com/token\"",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in:\n{text}");
+        }
+        assert_eq!(err.problems.len(), 6, "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let broken_key = KEY_FILE.replace("MII", "XYZ");
+        let err = config(&[("GOOGLE_DRIVE_CREDENTIALS_JSON", &broken_key)]).unwrap_err();
+        let text = problems(&err).join("\n");
+        assert!(text.contains("not an RSA key"), "{text}");
+        assert!(!text.contains("XYZ"), "{text}");
     }
 }

@@ -11,16 +11,18 @@ pub enum Backend {
     WebDav,
     Sftp,
     Dropbox,
+    GoogleDrive,
 }
 
 impl Backend {
-    pub const ALL: [Backend; 6] = [
+    pub const ALL: [Backend; 7] = [
         Backend::Local,
         Backend::S3,
         Backend::Azure,
         Backend::WebDav,
         Backend::Sftp,
         Backend::Dropbox,
+        Backend::GoogleDrive,
     ];
 
     /// The name logs and messages use.
@@ -32,6 +34,7 @@ impl Backend {
             Backend::WebDav => "WebDAV",
             Backend::Sftp => "SFTP",
             Backend::Dropbox => "Dropbox",
+            Backend::GoogleDrive => "GoogleDrive",
         }
     }
 
@@ -70,7 +73,7 @@ mod tests {
             assert_eq!(Backend::parse(b.reference_name()), Some(b));
         }
         assert_eq!(Backend::parse("ssh"), Some(Backend::Sftp));
-        assert_eq!(Backend::parse("GoogleDrive"), None);
+        assert_eq!(Backend::parse("googledrive"), Some(Backend::GoogleDrive));
         assert_eq!(Backend::parse("ftp"), None);
     }
 }

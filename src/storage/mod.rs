@@ -12,6 +12,7 @@ pub mod conformance;
 mod dropbox;
 mod error;
 mod fanout;
+pub(crate) mod gdrive;
 mod http_log;
 mod local;
 #[cfg(test)]
@@ -34,6 +35,7 @@ pub use backend::Backend;
 pub use dropbox::{DropboxConfig, DropboxStorage};
 pub use error::{ErrorKind, StorageError};
 pub use fanout::put_all;
+pub use gdrive::{GoogleDriveConfig, GoogleDriveStorage, ServiceAccount, parse_credentials};
 pub use local::LocalStorage;
 pub use open::{Targets, open_all};
 pub use s3::{S3Config, S3Credentials, S3Storage};

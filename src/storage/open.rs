@@ -4,8 +4,9 @@
 use std::path::Path;
 
 use super::{
-    AzureConfig, Backend, DropboxConfig, DropboxStorage, LocalStorage, S3Config, S3Storage,
-    SftpConfig, SftpStorage, Storage, StorageError, WebDavConfig, WebDavStorage,
+    AzureConfig, Backend, DropboxConfig, DropboxStorage, GoogleDriveConfig, GoogleDriveStorage,
+    LocalStorage, S3Config, S3Storage, SftpConfig, SftpStorage, Storage, StorageError,
+    WebDavConfig, WebDavStorage,
 };
 use crate::net::RetryPolicy;
 
@@ -20,6 +21,7 @@ pub struct Targets<'a> {
     pub webdav: Option<&'a WebDavConfig>,
     pub sftp: Option<&'a SftpConfig>,
     pub dropbox: Option<&'a DropboxConfig>,
+    pub gdrive: Option<&'a GoogleDriveConfig>,
     /// The retry budget every request of every destination gets.
     pub retry: RetryPolicy,
     /// `BACKUP_STATE_DIR`: where unfinished uploads are recorded.
@@ -68,6 +70,9 @@ impl Targets<'_> {
         if let Some(c) = self.dropbox {
             out.push(format!("Dropbox {}", join("dropbox:".into(), &c.folder)));
         }
+        if let Some(c) = self.gdrive {
+            out.push(format!("GoogleDrive gdrive:{}", c.folder));
+        }
         out
     }
 }
@@ -113,6 +118,12 @@ pub async fn open_all(
         match DropboxStorage::new(dropbox, retry(Backend::Dropbox)) {
             Ok(store) => list.push(Box::new(store)),
             Err(e) => failed.push((Backend::Dropbox, e)),
+        }
+    }
+    if let Some(gdrive) = targets.gdrive {
+        match GoogleDriveStorage::new(gdrive, retry(Backend::GoogleDrive)) {
+            Ok(store) => list.push(Box::new(store)),
+            Err(e) => failed.push((Backend::GoogleDrive, e)),
         }
     }
     if let Some(webdav) = targets.webdav {
