@@ -27,6 +27,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use super::staged::Staged;
 use super::{Entry, ErrorKind, Storage, StorageError, Stored};
 use crate::net::RetryPolicy;
 use crate::stream::ByteStream;
@@ -212,6 +213,12 @@ impl DriveError {
     }
 }
 
+/// A request that got no answer. Without its URL: an upload session's address lets anyone
+/// who has it write into the session, so it stays out of logs.
+fn http(e: reqwest::Error) -> DriveError {
+    DriveError::Http(e.without_url())
+}
+
 fn drive_error(what: impl Into<String>, e: DriveError) -> StorageError {
     StorageError::new(e.kind(), what, e.to_string())
 }
@@ -340,7 +347,7 @@ impl GoogleDriveStorage {
             .body(body)
             .send()
             .await
-            .map_err(DriveError::Http)?;
+            .map_err(http)?;
         if !response.status().is_success() {
             return Err(status_error("the token endpoint", response).await);
         }
@@ -389,7 +396,7 @@ impl GoogleDriveStorage {
                     .bearer_auth(token)
                     .send()
                     .await
-                    .map_err(DriveError::Http)?;
+                    .map_err(http)?;
                 if response.status().is_success() {
                     return Ok(response);
                 }
@@ -629,19 +636,27 @@ impl Upload<'_> {
             .body(body)
             .send()
             .await
-            .map_err(DriveError::Http)?;
+            .map_err(http)?;
         sent(response).await
     }
+}
 
-    /// Cancels the session (best effort: Drive drops it after a week anyway).
-    async fn cancel(self) {
-        let _ = self
-            .drive
-            .client
-            .delete(&self.uri)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await;
+/// Cancels a resumable session; Drive answers 499. Unanswered, Drive drops it after a week.
+async fn cancel_session(client: reqwest::Client, uri: String) -> Result<(), StorageError> {
+    let what = "cancelling an upload session";
+    let response = client
+        .delete(&uri)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| StorageError::new(super::error::kind_of_request(&e), what, e))?;
+    match response.status() {
+        StatusCode::NOT_FOUND | StatusCode::GONE => Err(StorageError::new(
+            ErrorKind::NotFound,
+            what,
+            "no such session",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -730,15 +745,24 @@ impl Storage for GoogleDriveStorage {
             .start_session(name)
             .await
             .map_err(|e| drive_error(what.clone(), e))?;
+        // Until its last chunk the session holds the bytes out of sight; cancelled unless
+        // that chunk arrived, also when this upload is dropped.
+        let staged = Staged::new(
+            format!("the unfinished upload session of {location}"),
+            cancel_session(self.client.clone(), uri.clone()),
+        );
         let mut upload = Upload {
             drive: self,
             uri,
             offset: 0,
         };
         let (id, bytes) = match self.send_all(&mut upload, data, &location).await {
-            Ok(done) => done,
+            Ok(done) => {
+                staged.keep();
+                done
+            }
             Err(e) => {
-                upload.cancel().await;
+                staged.discard().await;
                 return Err(e);
             }
         };

@@ -111,7 +111,7 @@ fn check_exits_0_when_valid_and_2_with_every_problem() {
         "BACKUP_CRON_EXPRESSION=\"61 * * * *\"",
         "LOCK_TIMEOUT=\"forever\"",
         "BACKUP_RETENTION_KEEP_DAILY=\"-3\"",
-        "GOOGLE_DRIVE_CREDENTIALS_JSON=\"(redacted)\": the Google Drive destination is not available",
+        "GOOGLE_DRIVE_CREDENTIALS_JSON=\"(redacted)\": no \"type\"; expected a service account's key file",
         "BACKUP_RETENTON_DAYS=\"3\": unknown variable; did you mean BACKUP_RETENTION_DAYS?",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in {err}");

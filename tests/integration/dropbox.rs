@@ -4,63 +4,30 @@
 //! the bytes appended; the tests read that file from the fake's folder.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::ops::Deref;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::fake::FakeServer;
 use crate::common::remote::{Proxy, names_in, restore_and_compare, stdout};
 use crate::common::*;
 
-pub(crate) struct Fake {
-    child: Child,
-    port: u16,
-    root: PathBuf,
+pub(crate) struct Fake(FakeServer);
+
+impl Deref for Fake {
+    type Target = FakeServer;
+    fn deref(&self) -> &FakeServer {
+        &self.0
+    }
 }
 
 impl Fake {
-    pub(crate) fn start(root: &Path) -> Fake {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/dropbox_fake.py");
-        let child = Command::new("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Fake {
-            child,
-            port,
-            root: root.to_owned(),
-        }
-    }
-
-    fn control(&self, route: &str, body: &str) {
-        let out = Command::new("curl")
-            .args(["-sf", "-X", "POST", "-d", body])
-            .arg(format!("http://127.0.0.1:{}/_fake/{route}", self.port))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+    pub(crate) fn start(root: &std::path::Path) -> Fake {
+        Fake(FakeServer::start("dropbox_fake.py", "python3", root))
     }
 
     fn stats(&self) -> serde_json::Value {
-        let out = Command::new("curl")
-            .arg("-sf")
-            .arg(format!("http://127.0.0.1:{}/_fake/stats", self.port))
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.get("stats")
     }
 
     fn names(&self, folder: &str) -> Vec<String> {
@@ -76,13 +43,6 @@ impl Fake {
             .env("DROPBOX_ENDPOINT", &url)
             .env("DROPBOX_OAUTH2_ENDPOINT", &url)
             .env("BACKUP_RETRY_TIMEOUT", "10s");
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

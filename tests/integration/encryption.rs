@@ -193,6 +193,7 @@ fn every_destination_stores_the_encrypted_archive() {
         ),
         ("SFTP", all.sftp_folder.join(&name)),
         ("Dropbox", all.dropbox_root.path().join("rst").join(&name)),
+        ("GoogleDrive", all.gdrive.stored(&name)),
     ] {
         assert!(
             fs::read(&path).unwrap() == local,

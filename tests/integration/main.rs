@@ -15,6 +15,7 @@ mod docs;
 mod dropbox;
 mod encryption;
 mod faults;
+mod gdrive;
 mod health;
 mod image;
 mod notify;

@@ -15,7 +15,7 @@ fn depth(src: &Path) -> String {
 }
 
 /// Every remote destination at once, each in a folder of its own; the Dropbox fake stores
-/// into `dropbox_root`/rst.
+/// into `dropbox_root`/rst, the Google Drive fake into its `backups` folder.
 pub(crate) struct All {
     pub s3: S3,
     pub azure: Azure,
@@ -25,6 +25,9 @@ pub(crate) struct All {
     pub sftp_folder: PathBuf,
     pub dropbox_root: tempfile::TempDir,
     dropbox: crate::dropbox::Fake,
+    /// Kept for the fake's lifetime (it stores into it).
+    _gdrive_root: tempfile::TempDir,
+    pub gdrive: crate::gdrive::Fake,
 }
 
 impl All {
@@ -33,6 +36,8 @@ impl All {
         let (bucket, container) = (s3.bucket(), azure.container());
         let dropbox_root = tempfile::tempdir().unwrap();
         let dropbox = crate::dropbox::Fake::start(dropbox_root.path());
+        let gdrive_root = tempfile::tempdir().unwrap();
+        let gdrive = crate::gdrive::Fake::start(gdrive_root.path());
         All {
             s3,
             azure,
@@ -42,6 +47,8 @@ impl All {
             sftp_folder: PathBuf::from(env("DUNNAGE_TEST_SSH_ROOT")).join(unique("rst")),
             dropbox_root,
             dropbox,
+            _gdrive_root: gdrive_root,
+            gdrive,
         }
     }
 
@@ -49,6 +56,7 @@ impl All {
         self.s3.configure(cmd, &self.bucket, "");
         self.azure.configure(cmd, &self.container, "");
         self.dropbox.configure(cmd, "/rst");
+        self.gdrive.configure(cmd, "backups");
         cmd.env("AWS_PART_SIZE", "5")
             .env("AZURE_STORAGE_BLOCK_SIZE", "4")
             .env("WEBDAV_URL", env("DUNNAGE_TEST_WSGIDAV_URL"))
@@ -68,7 +76,15 @@ impl All {
     }
 }
 
-const DESTINATIONS: [&str; 6] = ["local", "s3", "azure", "webdav", "sftp", "dropbox"];
+const DESTINATIONS: [&str; 7] = [
+    "local",
+    "s3",
+    "azure",
+    "webdav",
+    "sftp",
+    "dropbox",
+    "googledrive",
+];
 
 #[test]
 fn every_destination_restores_and_verifies_split_encrypted_and_plain() {

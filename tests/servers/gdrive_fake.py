@@ -316,7 +316,7 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/upload/drive/v3/files" and method == "POST":
                 return self.send(*self.start(q, body))
             if path == "/drive/v3/files" and method == "GET":
-                return self.send(*self.list(q))
+                return self.send(*self.listing(q))
             m = re.fullmatch(r"/drive/v3/files/([A-Za-z0-9_-]+)", path)
             f = files.get(m.group(1)) if m else None
             if m and (f is None or f["trashed"] or not self.visible(f, q)):
@@ -387,7 +387,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- files
 
-    def list(self, q):
+    def listing(self, q):
         stats["lists"] += 1
         fields = q.get("fields", "")
         if "pageToken" in q:
@@ -462,7 +462,7 @@ class Handler(BaseHTTPRequestHandler):
                     return self.send(*drive_error(400, "badRequest", "a status query has no body"))
                 stats["status_queries"] += 1
                 if total is not None and len(s["held"]) == total:
-                    return self.send(*self.finish(q, s))
+                    return self.send(*self.complete(q, s))
                 return self.send(308, headers=self.held_range(s))
             start, end = int(m.group(1)), int(m.group(2))
             if len(body) != end - start + 1:
@@ -493,10 +493,10 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(*drive_error(fault["status"], "backendError", "Backend Error"))
             s["held"] += body
             if last:
-                return self.send(*self.finish(q, s))
+                return self.send(*self.complete(q, s))
             return self.send(308, headers=self.held_range(s))
 
-    def finish(self, q, s):
+    def complete(self, q, s):
         fid = add(s["name"], s["parents"], len(s["held"]), drive=s["drive"])
         with open(os.path.join(ROOT, fid), "wb") as out:
             out.write(s["held"])

@@ -2,6 +2,7 @@
 //! archives with the system `tar` and compare the result with the source.
 
 pub mod docker;
+pub mod fake;
 pub mod http;
 pub mod remote;
 
