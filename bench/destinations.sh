@@ -32,7 +32,7 @@ py=$DUNNAGE_TEST_PYTHON
 tar -cf - -C "$data" . | cat > /dev/null   # warm the page cache
 work=$(mktemp -d)
 chmod 755 "$work"
-trap 'kill ${fake_pid:-} 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill ${fake_pid:-} ${gdrive_pid:-} 2>/dev/null || true; rm -rf "$work"' EXIT
 
 "$py" "$here/tests/servers/s3_client.py" "http://$DUNNAGE_TEST_S3_ENDPOINT" \
   "$DUNNAGE_TEST_S3_KEY" "$DUNNAGE_TEST_S3_SECRET" make-bucket bench >/dev/null
@@ -41,7 +41,11 @@ azure_conn="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKe
 fake_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 python3 "$here/tests/servers/dropbox_fake.py" "$fake_port" "$work/dropbox" &
 fake_pid=$!
-sleep 1
+gdrive_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$py" "$here/tests/servers/gdrive_fake.py" "$gdrive_port" "$work/gdrive" &
+gdrive_pid=$!
+sleep 2
+curl -sf "http://127.0.0.1:$gdrive_port/_fake/credentials" > "$work/gdrive-key.json"
 
 common=(env -i PATH="$PATH" TZ=UTC RUST_LOG=info BACKUP_SOURCES="$data"
         BACKUP_ARCHIVE=/nonexistent BACKUP_COMPRESSION="$codec" BACKUP_STATE_DIR="$work/state")
@@ -52,11 +56,12 @@ dest[Azure (Azurite)]="AZURE_STORAGE_CONNECTION_STRING=$azure_conn AZURE_STORAGE
 dest[WebDAV (WsgiDAV)]="WEBDAV_URL=$DUNNAGE_TEST_WSGIDAV_URL WEBDAV_PATH=bench WEBDAV_USERNAME=$DUNNAGE_TEST_DAV_USER"
 dest[WebDAV (Apache)]="WEBDAV_URL=$DUNNAGE_TEST_APACHE_URL WEBDAV_PATH=bench WEBDAV_USERNAME=$DUNNAGE_TEST_DAV_USER"
 dest[SFTP (sshd)]="SSH_HOST_NAME=127.0.0.1 SSH_PORT=$DUNNAGE_TEST_SSH_PORT SSH_USER=$DUNNAGE_TEST_SSH_USER SSH_IDENTITY_FILE= SSH_REMOTE_PATH=$DUNNAGE_TEST_SSH_ROOT/bench SSH_HOST_KEY_FINGERPRINT=$DUNNAGE_TEST_SSH_FINGERPRINT"
+dest[Google Drive (fake)]="GOOGLE_DRIVE_CREDENTIALS_JSON_FILE=$work/gdrive-key.json GOOGLE_DRIVE_FOLDER_ID=backups GOOGLE_DRIVE_ENDPOINT=http://127.0.0.1:$gdrive_port/drive/v3/"
 dest[Dropbox (fake)]="DROPBOX_APP_KEY=fake-app-key DROPBOX_APP_SECRET=fake-app-secret DROPBOX_REFRESH_TOKEN=fake-refresh-token DROPBOX_REMOTE_PATH=/bench DROPBOX_ENDPOINT=http://127.0.0.1:$fake_port/ DROPBOX_OAUTH2_ENDPOINT=http://127.0.0.1:$fake_port/"
 
 echo "dataset: $data; codec $codec; $(nproc) cores"
-printf '%-18s %10s %8s %8s %9s\n' destination "archive" seconds "MiB/s" "peak RSS"
-for name in "S3 (moto)" "Azure (Azurite)" "WebDAV (WsgiDAV)" "WebDAV (Apache)" "SFTP (sshd)" "Dropbox (fake)"; do
+printf '%-20s %10s %8s %8s %9s\n' destination "archive" seconds "MiB/s" "peak RSS"
+for name in "S3 (moto)" "Azure (Azurite)" "WebDAV (WsgiDAV)" "WebDAV (Apache)" "SFTP (sshd)" "Dropbox (fake)" "Google Drive (fake)"; do
   # Split on spaces: no setting contains one (passwords, which do, are added below).
   settings=()
   read -r -a settings <<<"${dest[$name]}"
@@ -70,5 +75,5 @@ for name in "S3 (moto)" "Azure (Azurite)" "WebDAV (WsgiDAV)" "WebDAV (Apache)" "
   bytes=$(grep -oE ': [0-9]+ bytes at' "$work/err" | head -1 | tr -dc '0-9')
   [ -n "$bytes" ] || bytes=0
   awk -v n="$name" -v b="$bytes" -v s="$secs" -v r="$rss" \
-    'BEGIN { printf "%-18s %7.0f MiB %8.2f %8.1f %6.0f MiB\n", n, b/1048576, s, b/1048576/s, r/1024 }'
+    'BEGIN { printf "%-20s %7.0f MiB %8.2f %8.1f %6.0f MiB\n", n, b/1048576, s, b/1048576/s, r/1024 }'
 done
