@@ -414,16 +414,7 @@ fn dbx(what: impl Into<String>, e: DbxError) -> StorageError {
 
 impl DropboxStorage {
     pub fn new(config: &DropboxConfig, retry: RetryPolicy) -> Result<Self, StorageError> {
-        crate::net::tls::install_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| {
-                StorageError::io(
-                    "setting up Dropbox",
-                    io::Error::other(crate::net::error_chain(&e)),
-                )
-            })?;
+        let client = super::api_client("Dropbox")?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,

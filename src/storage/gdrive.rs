@@ -279,16 +279,7 @@ struct DriveFile {
 
 impl GoogleDriveStorage {
     pub fn new(config: &GoogleDriveConfig, retry: RetryPolicy) -> Result<Self, StorageError> {
-        crate::net::tls::install_provider();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| {
-                StorageError::io(
-                    "setting up Google Drive",
-                    io::Error::other(crate::net::error_chain(&e)),
-                )
-            })?;
+        let client = super::api_client("Google Drive")?;
         Ok(Self {
             client,
             config: config.clone(),

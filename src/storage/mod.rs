@@ -44,6 +44,21 @@ pub use webdav::{WebDavConfig, WebDavStorage};
 
 use crate::stream::ByteStream;
 
+/// The HTTP client of a JSON-API destination (Dropbox, Google Drive): rustls, and a
+/// connect timeout so that an unreachable host fails the attempt instead of hanging.
+fn api_client(service: &str) -> Result<reqwest::Client, StorageError> {
+    crate::net::tls::install_provider();
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| {
+            StorageError::io(
+                format!("setting up {service}"),
+                std::io::Error::other(crate::net::error_chain(&e)),
+            )
+        })
+}
+
 /// One backup in a destination's folder, as `list` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
