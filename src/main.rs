@@ -61,7 +61,7 @@ enum Command {
         /// Only this conf.d file's schedule.
         #[arg(long, value_name = "NAME")]
         config: Option<String>,
-        /// Only this destination: local, s3, azure, webdav, sftp (or ssh), dropbox.
+        /// Only this destination: local, s3, azure, webdav, sftp (or ssh), dropbox, googledrive.
         #[arg(long, value_name = "DESTINATION", value_parser = parse_backend)]
         from: Option<Backend>,
         /// JSON for scripts: name, size, modified per backup; error per failed destination.
@@ -129,7 +129,10 @@ enum Command {
 
 fn parse_backend(raw: &str) -> Result<Backend, String> {
     Backend::parse(raw).ok_or_else(|| {
-        format!("{raw:?} is not a destination: expected local, s3, azure, webdav, sftp or dropbox")
+        format!(
+            "{raw:?} is not a destination: expected {}",
+            Backend::choices_text()
+        )
     })
 }
 

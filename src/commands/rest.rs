@@ -287,7 +287,7 @@ fn destination(raw: Option<&str>) -> Result<Option<Backend>, ApiError> {
         Backend::parse(d).ok_or_else(|| {
             problem(
                 StatusCode::BAD_REQUEST,
-                format!("destination={d:?}: expected local, s3, azure, webdav, sftp or dropbox"),
+                format!("destination={d:?}: expected {}", Backend::choices_text()),
             )
         })
     })
@@ -704,7 +704,7 @@ pub fn openapi() -> Value {
         json!({"name": "backup", "in": "path", "required": true, "schema": {"type": "string"}});
     let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
     let dest = json!({"name": "destination", "in": "query", "required": false,
-                      "schema": {"type": "string", "enum": ["local", "s3", "azure", "webdav", "sftp", "dropbox"]}});
+                      "schema": {"type": "string", "enum": Backend::choices()}});
     let r = |code: &str, what: &str| (code.to_owned(), json!({"description": what}));
     let responses = |list: &[(&str, &str)]| -> Value {
         let mut all: serde_json::Map<String, Value> = list.iter().map(|(c, w)| r(c, w)).collect();

@@ -47,6 +47,21 @@ impl Backend {
         }
     }
 
+    /// The names `parse` takes, lower-case, for messages and the API's schema.
+    pub fn choices() -> Vec<String> {
+        Backend::ALL
+            .iter()
+            .map(|b| b.name().to_ascii_lowercase())
+            .collect()
+    }
+
+    /// "local, s3, ... or googledrive": what an error message says is allowed.
+    pub fn choices_text() -> String {
+        let mut all = Backend::choices();
+        let last = all.pop().unwrap_or_default();
+        format!("{} or {last}", all.join(", "))
+    }
+
     /// Reads a name as users write it (case-insensitive; SFTP also as `SSH`).
     pub fn parse(raw: &str) -> Option<Backend> {
         Backend::ALL.into_iter().find(|b| {
@@ -75,5 +90,9 @@ mod tests {
         assert_eq!(Backend::parse("ssh"), Some(Backend::Sftp));
         assert_eq!(Backend::parse("googledrive"), Some(Backend::GoogleDrive));
         assert_eq!(Backend::parse("ftp"), None);
+        assert_eq!(
+            Backend::choices_text(),
+            "local, s3, azure, webdav, sftp, dropbox or googledrive"
+        );
     }
 }

@@ -214,9 +214,14 @@ fn shared_drives_work_for_backup_check_and_restore() {
     let s = Setup::new();
     build_rich_tree(&s.src);
     let fake = Fake::start(&s.tmp.path().join("gdrive"));
+    // The key from a file, as compose secrets give it.
+    let key_file = s.tmp.path().join("gdrive-key.json");
+    fs::write(&key_file, fake.get("credentials").to_string()).unwrap();
     let configure = |cmd: &mut Command| {
         fake.configure(cmd, "teamfolder");
-        cmd.env("GOOGLE_DRIVE_TEAM_DRIVE_ID", "team1");
+        cmd.env_remove("GOOGLE_DRIVE_CREDENTIALS_JSON")
+            .env("GOOGLE_DRIVE_CREDENTIALS_JSON_FILE", &key_file)
+            .env("GOOGLE_DRIVE_TEAM_DRIVE_ID", "team1");
     };
     let mut cmd = s.backup();
     configure(&mut cmd);
