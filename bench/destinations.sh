@@ -71,8 +71,9 @@ for name in "S3 (moto)" "Azure (Azurite)" "WebDAV (WsgiDAV)" "WebDAV (Apache)" "
     BACKUP_FILENAME="bench-$RANDOM.tar" "$bin" backup 2>"$work/err" || {
       echo "$name: failed"; tail -n 5 "$work/err"; continue; }
   read -r secs rss < <(tail -n 1 "$work/time")
-  # The run's summary line: "...; S3: 123 bytes at s3://...".
-  bytes=$(grep -oE ': [0-9]+ bytes at' "$work/err" | head -1 | tr -dc '0-9')
+  # The run's summary line: "...; archive 531.2 MiB (ratio 1.87); S3: ...".
+  bytes=$(grep -oE 'archive [0-9.]+ (B|KiB|MiB|GiB) \(ratio' "$work/err" | head -1 |
+    awk '{ m = ($3 == "GiB") ? 2^30 : ($3 == "MiB") ? 2^20 : ($3 == "KiB") ? 2^10 : 1; printf "%.0f", $2 * m }' || true)
   [ -n "$bytes" ] || bytes=0
   awk -v n="$name" -v b="$bytes" -v s="$secs" -v r="$rss" \
     'BEGIN { printf "%-20s %7.0f MiB %8.2f %8.1f %6.0f MiB\n", n, b/1048576, s, b/1048576/s, r/1024 }'

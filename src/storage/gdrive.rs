@@ -153,6 +153,8 @@ enum DriveError {
     },
     /// The upload session is gone or answered something a resumable session never does.
     Session(String),
+    /// The token request could not be signed with the account's key.
+    Signing(String),
 }
 
 impl fmt::Display for DriveError {
@@ -161,6 +163,10 @@ impl fmt::Display for DriveError {
             DriveError::Http(e) => f.write_str(&crate::net::error_chain(e)),
             DriveError::Expired => f.write_str("the access token expired"),
             DriveError::Session(why) => write!(f, "the upload session failed: {why}"),
+            DriveError::Signing(why) => write!(
+                f,
+                "signing the token request with GOOGLE_DRIVE_CREDENTIALS_JSON's key failed: {why}"
+            ),
             DriveError::Status {
                 what,
                 status,
@@ -191,7 +197,7 @@ impl DriveError {
         match self {
             DriveError::Http(e) => super::error::kind_of_request(e) == ErrorKind::Transient,
             DriveError::Expired => true,
-            DriveError::Session(_) => false,
+            DriveError::Session(_) | DriveError::Signing(_) => false,
             DriveError::Status { status, reason, .. } => {
                 status.is_server_error()
                     || *status == StatusCode::TOO_MANY_REQUESTS
@@ -206,6 +212,7 @@ impl DriveError {
             DriveError::Http(e) => super::error::kind_of_request(e),
             DriveError::Expired => ErrorKind::Transient,
             DriveError::Session(_) => ErrorKind::Other,
+            DriveError::Signing(_) => ErrorKind::Denied,
             _ if self.transient() => ErrorKind::Transient,
             DriveError::Status { what, .. } if *what == "the token endpoint" => ErrorKind::Denied,
             DriveError::Status { status, .. } => super::error::kind_of_status(status.as_u16()),
@@ -309,7 +316,7 @@ impl GoogleDriveStorage {
         let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
         let signed = format!("{header}.{payload}");
         let key = ring::signature::RsaKeyPair::from_pkcs8(&self.config.private_key)
-            .map_err(|e| DriveError::Session(format!("the private key: {e}")))?;
+            .map_err(|e| DriveError::Signing(e.to_string()))?;
         let mut signature = vec![0; key.public().modulus_len()];
         key.sign(
             &ring::signature::RSA_PKCS1_SHA256,
@@ -317,7 +324,7 @@ impl GoogleDriveStorage {
             signed.as_bytes(),
             &mut signature,
         )
-        .map_err(|_| DriveError::Session("signing the token request failed".into()))?;
+        .map_err(|_| DriveError::Signing("ring refused to sign".into()))?;
         Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 
