@@ -17,9 +17,11 @@ import os
 import sys
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from datetime import datetime, timezone
 from urllib.parse import parse_qs
+
+from fake_http import JsonHandler  # tests/servers/fake_http.py, beside this script
 
 APP_KEY, APP_SECRET, REFRESH = "fake-app-key", "fake-app-secret", "fake-refresh-token"
 CHUNK_UNIT = 4 << 20
@@ -37,23 +39,7 @@ def now_iso(ts):
     return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def send(self, status, body=b"", ctype="application/json", headers=()):
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in headers:
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
+class Handler(JsonHandler):
     def error(self, summary, status=409):
         self.send(status, {"error_summary": summary, "error": {".tag": summary.split("/")[0]}})
 

@@ -39,11 +39,13 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from fake_http import JsonHandler  # tests/servers/fake_http.py, beside this script
 
 SCOPE = "https://www.googleapis.com/auth/drive"
 EMAIL = "backup@dunnage-test.iam.gserviceaccount.com"
@@ -211,24 +213,7 @@ def select(f, fields):
     return out
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def send(self, status, body=b"", ctype="application/json", headers=()):
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-        self.send_response(status)
-        if body or status not in (204, 308):
-            self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in headers:
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
+class Handler(JsonHandler):
     def body(self):
         length = int(self.headers.get("Content-Length", 0))
         return self.rfile.read(length) if length else b""
