@@ -50,6 +50,9 @@ pub struct DockerConfig {
     pub exec_forward_output: bool,
     /// `EXEC_TIMEOUT`: a hook running longer is killed and fails its phase.
     pub exec_timeout: Duration,
+    /// `BACKUP_RETRY_TIMEOUT`: how long a hook the container runtime could not start is
+    /// tried again.
+    pub retry: crate::net::RetryPolicy,
 }
 
 /// Hook output kept for error messages (the end of it).
@@ -389,6 +392,9 @@ impl Engine {
             .map(|_| ())
     }
 
+    /// Runs one hook. When the container runtime could not start it at all (see
+    /// [`runtime_hiccup`]) it is run again within the schedule's retry budget: nothing of it
+    /// ran, and a run should not fail on the engine's bad moment.
     async fn exec_hook(
         &self,
         phase: &str,
@@ -398,25 +404,49 @@ impl Engine {
         user: Option<&str>,
         archive: &str,
     ) -> Result<(), DockerError> {
+        tracing::info!("running {phase} hook in {container}: {command}");
+        self.config
+            .retry
+            .run(
+                &format!("{phase} hook in {container}"),
+                |f: &HookFailure| f.not_started,
+                || self.exec_once(id, container, command, user, archive),
+            )
+            .await
+            .map_err(|f| DockerError::Hook {
+                phase: phase.to_owned(),
+                container: container.to_owned(),
+                command: command.to_owned(),
+                outcome: f.outcome,
+                output: tail(&f.output),
+            })
+    }
+
+    /// One attempt at a hook: create the exec, collect its output, read its exit code.
+    async fn exec_once(
+        &self,
+        id: &str,
+        container: &str,
+        command: &str,
+        user: Option<&str>,
+        archive: &str,
+    ) -> Result<(), HookFailure> {
         use futures_util::StreamExt;
         let timeout = self.config.exec_timeout;
-        let fail = |outcome: String, output: &str| DockerError::Hook {
-            phase: phase.to_owned(),
-            container: container.to_owned(),
-            command: command.to_owned(),
+        let fail = |outcome: String, output: &str| HookFailure {
             outcome,
-            output: tail(output),
+            output: output.to_owned(),
+            not_started: false,
         };
-        let secs = timeout.as_secs().max(1).to_string();
-        let script = HOOK_WATCHDOG;
+        let watchdog = Duration::from_secs(timeout.as_secs().max(1));
         let config = ExecConfig {
             cmd: Some(vec![
                 "sh".into(),
                 "-c".into(),
-                script.into(),
+                HOOK_WATCHDOG.into(),
                 "sh".into(),
                 command.into(),
-                secs,
+                watchdog.as_secs().to_string(),
             ]),
             user: user.map(str::to_owned),
             env: Some(vec![format!("COMMAND_RUNTIME_ARCHIVE_FILEPATH={archive}")]),
@@ -424,7 +454,7 @@ impl Engine {
             attach_stderr: Some(true),
             ..Default::default()
         };
-        tracing::info!("running {phase} hook in {container}: {command}");
+        let started = Instant::now();
         let exec = self
             .docker
             .create_exec(id, config)
@@ -448,13 +478,9 @@ impl Engine {
             }
             Ok::<(), String>(())
         };
+        let timed_out = || format!("ran longer than EXEC_TIMEOUT ({timeout:?}) and was killed");
         match tokio::time::timeout(timeout, collect).await {
-            Err(_) => {
-                return Err(fail(
-                    format!("ran longer than EXEC_TIMEOUT ({timeout:?}) and was killed"),
-                    &output,
-                ));
-            }
+            Err(_) => return Err(fail(timed_out(), &output)),
             Ok(Err(e)) => return Err(fail(e, &output)),
             Ok(Ok(())) => {}
         }
@@ -465,10 +491,20 @@ impl Engine {
             .map_err(|e| fail(format!("exit code unknown: {e}"), &output))?;
         match inspect.exit_code {
             Some(0) => Ok(()),
+            // The watchdog's `kill -9`, or else something else's: the kernel's OOM killer
+            // (a memory-limited container), or a person.
+            Some(137) if started.elapsed() >= watchdog => Err(fail(timed_out(), &output)),
             Some(137) => Err(fail(
-                format!("ran longer than EXEC_TIMEOUT ({timeout:?}) and was killed"),
+                "was killed (SIGKILL) before EXEC_TIMEOUT: out of memory in the container, \
+                 or killed by hand"
+                    .into(),
                 &output,
             )),
+            Some(code) if runtime_hiccup(code, &output) => Err(HookFailure {
+                outcome: format!("could not be started by the container runtime (exit {code})"),
+                output,
+                not_started: true,
+            }),
             Some(code) => Err(fail(format!("exited with status {code}"), &output)),
             None => Err(fail("ended without an exit code".into(), &output)),
         }
@@ -616,10 +652,98 @@ fn tail(text: &str) -> String {
     text[start..].to_owned()
 }
 
+/// A hook attempt that failed: why, the output so far, and whether its process never
+/// started (so running it again is safe).
+#[derive(Debug)]
+struct HookFailure {
+    outcome: String,
+    output: String,
+    not_started: bool,
+}
+
+impl std::fmt::Display for HookFailure {
+    /// One line for the retry log: the outcome and the output's last line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.outcome)?;
+        match self.output.lines().rev().find(|l| !l.trim().is_empty()) {
+            Some(last) => write!(f, ": {}", last.trim()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether an exec ended with `code` and `output` because the container runtime could not
+/// start its process: runc's handshake with its init process broke ("read init-p:
+/// connection reset by peer", "error writing config to pipe: broken pipe"; seen on loaded
+/// hosts) or it could not fork. Nothing of the hook ran, so running it again is safe. A
+/// runtime refusal that will not pass (no `sh` in the image, a user that does not exist)
+/// is not one.
+fn runtime_hiccup(code: i64, output: &str) -> bool {
+    const PASSING: [&str; 3] = [
+        "connection reset by peer",
+        "broken pipe",
+        "resource temporarily unavailable",
+    ];
+    let text = output.trim_start().to_ascii_lowercase();
+    code == 126
+        && text.starts_with("oci runtime exec failed")
+        && PASSING.iter().any(|m| text.contains(m))
+}
+
 fn clear_state(path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!("could not remove {}: {e}", path.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_runtime_that_could_not_start_the_process_is_a_hiccup() {
+        // Both seen from Debian's Docker 20.10 (runc 1.1) on a loaded CI host.
+        for passing in [
+            "OCI runtime exec failed: exec failed: unable to start container process: read \
+             init-p: connection reset by peer: unknown\r\n",
+            "OCI runtime exec failed: exec failed: unable to start container process: error \
+             writing config to pipe: broken pipe: unknown\n",
+            "OCI runtime exec failed: exec failed: unable to start container process: \
+             fork/exec /proc/self/exe: resource temporarily unavailable: unknown",
+        ] {
+            assert!(runtime_hiccup(126, passing), "{passing}");
+            assert!(
+                !runtime_hiccup(1, passing),
+                "only the runtime's own exit code"
+            );
+        }
+        for lasting in [
+            // No shell in the image, a user that does not exist: trying again cannot help.
+            "OCI runtime exec failed: exec failed: unable to start container process: exec: \
+             \"sh\": executable file not found in $PATH: unknown",
+            "unable to find user nobody2: no matching entries in passwd file",
+            // The hook's own command failing the same way is the hook's result.
+            "sh: ./dump.sh: Permission denied",
+            "pg_dump: connection reset by peer",
+            "",
+        ] {
+            assert!(!runtime_hiccup(126, lasting), "{lasting}");
+        }
+    }
+
+    #[test]
+    fn a_retried_attempt_is_one_log_line_naming_the_last_output_line() {
+        let f = HookFailure {
+            outcome: "could not be started by the container runtime (exit 126)".into(),
+            output: "OCI runtime exec failed: read init-p: connection reset by peer\r\n\n".into(),
+            not_started: true,
+        };
+        assert_eq!(
+            f.to_string(),
+            "could not be started by the container runtime (exit 126): OCI runtime exec \
+             failed: read init-p: connection reset by peer"
+        );
     }
 }

@@ -247,7 +247,8 @@ impl Config {
         let mut retention = p.retention(expand);
         retention.select.pattern = filename.as_ref().map(FilenameTemplate::name_pattern);
         let skip_prune = p.skip_prune();
-        let mut docker = p.docker();
+        let retry = p.retry();
+        let mut docker = p.docker(retry.named(format!("[{name}] Docker")));
         docker.schedule = name.to_owned();
         let split = p.split_size();
         let upload_limit = p.upload_limit();
@@ -257,7 +258,6 @@ impl Config {
         let spool_dir = p.path("BACKUP_SPOOL_DIR");
         let progress_interval =
             Some(p.duration("BACKUP_PROGRESS_INTERVAL")).filter(|d| !d.is_zero());
-        let retry = p.retry();
         let s3 = p.s3();
         let azure = p.azure();
         let webdav = p.webdav();
@@ -1089,7 +1089,7 @@ impl Parser<'_> {
         }
     }
 
-    fn docker(&mut self) -> DockerConfig {
+    fn docker(&mut self, retry: RetryPolicy) -> DockerConfig {
         let stop_label = match self.optional("BACKUP_STOP_CONTAINER_LABEL") {
             Some(old) => {
                 self.warnings.push(
@@ -1118,6 +1118,7 @@ impl Parser<'_> {
             exec_label: self.optional("EXEC_LABEL"),
             exec_forward_output: self.bool("EXEC_FORWARD_OUTPUT"),
             exec_timeout: self.duration("EXEC_TIMEOUT"),
+            retry,
         }
     }
 

@@ -65,6 +65,16 @@ impl RetryPolicy {
         }
     }
 
+    /// The same budget for something that is not a destination (its retries are not
+    /// counted by destination): `label` names it in log lines.
+    pub fn named(&self, label: impl Into<Arc<str>>) -> Self {
+        Self {
+            label: label.into(),
+            counted: None,
+            ..self.clone()
+        }
+    }
+
     /// Counts one failed attempt that is tried again.
     pub fn note_retry(&self) {
         if let Some(key) = &self.counted {

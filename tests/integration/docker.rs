@@ -5,7 +5,9 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::docker::{busybox, docker_ok as docker, engine};
+use crate::common::docker::{
+    FLAKY_RUNTIME, busybox, docker_ok as docker, engine, execs_still_to_fail, fail_next_execs,
+};
 use crate::common::*;
 
 /// A running app container with `labels`, writing a counter into `data` every 50 ms.
@@ -15,6 +17,17 @@ struct App {
 
 impl App {
     fn start(test: &str, role: &str, data: &std::path::Path, labels: &[String]) -> App {
+        Self::start_with(test, role, data, labels, &[])
+    }
+
+    /// As [`App::start`], with more `docker run` options (`extra`).
+    fn start_with(
+        test: &str,
+        role: &str,
+        data: &std::path::Path,
+        labels: &[String],
+        extra: &[&str],
+    ) -> App {
         let image = busybox();
         let name = format!("dunnage-{test}-{role}-{}", std::process::id());
         let mount = format!("{}:/data", data.display());
@@ -33,6 +46,7 @@ impl App {
             .flat_map(|l| ["-l".to_owned(), l.clone()])
             .collect();
         args.extend(label_args.iter().map(String::as_str));
+        args.extend(extra);
         args.extend([
             image,
             "sh",
@@ -334,6 +348,117 @@ fn a_hook_running_past_exec_timeout_is_killed_and_fails() {
     let ps = docker(&["exec", &app.name, "ps"]);
     assert!(!ps.contains("sleep 60"), "{ps}");
     assert!(s.archive_names().is_empty());
+}
+
+#[test]
+fn a_hook_killed_before_exec_timeout_is_not_called_a_timeout() {
+    let s = Setup::new();
+    let label = unique("oom");
+    let app = App::start(
+        "oom",
+        "db",
+        &s.src,
+        &[
+            format!("docker-volume-backup.exec-label={label}"),
+            // SIGKILL from elsewhere (the OOM killer in a memory-limited container, say)
+            // also ends the exec with 137, as the EXEC_TIMEOUT watchdog's kill does.
+            "docker-volume-backup.archive-pre=echo dumping; kill -9 $$".into(),
+        ],
+    );
+    let out = run(backup(&s, &label).env("EXEC_TIMEOUT", "60s"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "archive-pre hook in container {} (\"echo dumping; kill -9 $$\") was killed \
+             (SIGKILL) before EXEC_TIMEOUT",
+            app.name
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("ran longer than EXEC_TIMEOUT"), "{err}");
+    assert!(err.contains("dumping"), "its output is shown: {err}");
+    assert!(s.archive_names().is_empty());
+}
+
+#[test]
+fn a_hook_the_container_runtime_could_not_start_is_run_again() {
+    let s = Setup::new();
+    let label = unique("hiccup");
+    let app = App::start_with(
+        "hiccup",
+        "db",
+        &s.src,
+        &[
+            stop(&label),
+            format!("docker-volume-backup.exec-label={label}"),
+            "docker-volume-backup.archive-pre=echo dumped >> /data/dump.sql".into(),
+        ],
+        &["--runtime", FLAKY_RUNTIME],
+    );
+    let before = app.started_at();
+    // runc under load: the first two execs never start their process.
+    fail_next_execs(&app.name, 2);
+    let out = run(backup(&s, &label)
+        .env("BACKUP_FILENAME", "hiccup.tar")
+        .env("BACKUP_COMPRESSION", "none"));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(execs_still_to_fail(&app.name), 0);
+    let retried = err
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("archive-pre hook in"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        retried.len(),
+        2,
+        "one WARN line per attempt tried again: {err}"
+    );
+    assert!(
+        retried[0].contains(&format!(
+            "[default] Docker: archive-pre hook in {}: could not be started by the container \
+             runtime (exit 126): OCI runtime exec failed",
+            app.name
+        )) && retried[0].contains("read init-p: connection reset by peer"),
+        "{err}"
+    );
+    // It ran once, before the app was stopped, and its dump is in the archive.
+    let dest = s.tmp.path().join("restore");
+    extract(&s.out.join("hiccup.tar"), &dest);
+    let dump = extracted(&dest, &s.src.join("dump.sql"));
+    assert_eq!(fs::read_to_string(dump).unwrap(), "dumped\n");
+    app.wait_until(true);
+    assert_ne!(
+        app.started_at(),
+        before,
+        "stopped for the archive, then started"
+    );
+
+    // A runtime that keeps failing gives up within BACKUP_RETRY_TIMEOUT, before anything
+    // stopped.
+    fail_next_execs(&app.name, 1000);
+    let before = app.started_at();
+    let started = Instant::now();
+    let out = run(backup(&s, &label)
+        .env("BACKUP_FILENAME", "hiccup-2.tar")
+        .env("BACKUP_RETRY_TIMEOUT", "2s"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "gave up in time"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "archive-pre hook in container {} (\"echo dumped >> /data/dump.sql\") could not \
+             be started by the container runtime (exit 126); output:\nOCI runtime exec failed",
+            app.name
+        )),
+        "{err}"
+    );
+    assert!(execs_still_to_fail(&app.name) < 1000, "it was tried");
+    assert_eq!(app.started_at(), before, "nothing was stopped");
+    assert!(!s.out.join("hiccup-2.tar").exists());
 }
 
 #[test]
