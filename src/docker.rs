@@ -393,7 +393,7 @@ impl Engine {
     }
 
     /// Runs one hook. When the container runtime could not start it at all (see
-    /// [`runtime_hiccup`]) it is run again within the schedule's retry budget: nothing of it
+    /// [`exec_never_started`]) it is run again within the schedule's retry budget: nothing of it
     /// ran, and a run should not fail on the engine's bad moment.
     async fn exec_hook(
         &self,
@@ -500,7 +500,7 @@ impl Engine {
                     .into(),
                 &output,
             )),
-            Some(code) if runtime_hiccup(code, &output) => Err(HookFailure {
+            Some(code) if exec_never_started(code, &output) => Err(HookFailure {
                 outcome: format!("could not be started by the container runtime (exit {code})"),
                 output,
                 not_started: true,
@@ -522,9 +522,22 @@ impl Engine {
                     error: None,
                 };
             }
+            // A runtime hiccup (see `runtime_hiccup`) is tried again: the app is down.
             let started = self
-                .docker
-                .start_container(&c.id, None::<StartContainerOptions>)
+                .config
+                .retry
+                .run(
+                    &format!("starting container {} again", c.name),
+                    |e: &bollard::errors::Error| {
+                        matches!(e, bollard::errors::Error::DockerResponseServerError {
+                            status_code: 500, message
+                        } if runtime_hiccup(message))
+                    },
+                    || {
+                        self.docker
+                            .start_container(&c.id, None::<StartContainerOptions>)
+                    },
+                )
                 .await;
             // Starting a container that is already running (started by hand after a
             // crash) succeeds: bollard maps the engine's 304 to Ok.
@@ -673,21 +686,27 @@ impl std::fmt::Display for HookFailure {
 }
 
 /// Whether an exec ended with `code` and `output` because the container runtime could not
-/// start its process: runc's handshake with its init process broke ("read init-p:
-/// connection reset by peer", "error writing config to pipe: broken pipe"; seen on loaded
-/// hosts) or it could not fork. Nothing of the hook ran, so running it again is safe. A
-/// runtime refusal that will not pass (no `sh` in the image, a user that does not exist)
-/// is not one.
-fn runtime_hiccup(code: i64, output: &str) -> bool {
+/// start its process (see [`runtime_hiccup`]): nothing of the hook ran, so running it again
+/// is safe. A runtime refusal that will not pass (no `sh` in the image, a user that does not
+/// exist) is not one, nor is the hook's own output.
+fn exec_never_started(code: i64, output: &str) -> bool {
+    code == 126
+        && output.trim_start().starts_with("OCI runtime exec failed")
+        && runtime_hiccup(output)
+}
+
+/// Whether an engine message says the container runtime (runc) failed for a reason that
+/// passes: its handshake with its init process broke ("read init-p: connection reset by
+/// peer", "error writing config to pipe: broken pipe"; seen on loaded hosts) or it could
+/// not fork.
+fn runtime_hiccup(message: &str) -> bool {
     const PASSING: [&str; 3] = [
         "connection reset by peer",
         "broken pipe",
         "resource temporarily unavailable",
     ];
-    let text = output.trim_start().to_ascii_lowercase();
-    code == 126
-        && text.starts_with("oci runtime exec failed")
-        && PASSING.iter().any(|m| text.contains(m))
+    let text = message.to_ascii_lowercase();
+    text.contains("oci runtime") && PASSING.iter().any(|m| text.contains(m))
 }
 
 fn clear_state(path: &Path) {
@@ -713,9 +732,9 @@ mod tests {
             "OCI runtime exec failed: exec failed: unable to start container process: \
              fork/exec /proc/self/exe: resource temporarily unavailable: unknown",
         ] {
-            assert!(runtime_hiccup(126, passing), "{passing}");
+            assert!(exec_never_started(126, passing), "{passing}");
             assert!(
-                !runtime_hiccup(1, passing),
+                !exec_never_started(1, passing),
                 "only the runtime's own exit code"
             );
         }
@@ -729,7 +748,29 @@ mod tests {
             "pg_dump: connection reset by peer",
             "",
         ] {
-            assert!(!runtime_hiccup(126, lasting), "{lasting}");
+            assert!(!exec_never_started(126, lasting), "{lasting}");
+        }
+    }
+
+    #[test]
+    fn starting_a_container_is_tried_again_only_on_a_runtime_hiccup() {
+        // As Docker 20.10 and 28 word a failed start.
+        assert!(runtime_hiccup(
+            "failed to create shim task: OCI runtime create failed: runc create failed: unable \
+             to start container process: read init-p: connection reset by peer: unknown"
+        ));
+        assert!(runtime_hiccup(
+            "OCI runtime create failed: container_linux.go:380: starting container process \
+             caused: process_linux.go:545: container init caused: broken pipe: unknown"
+        ));
+        for lasting in [
+            "driver failed programming external connectivity on endpoint app: Bind for \
+             0.0.0.0:80 failed: port is already allocated",
+            "OCI runtime create failed: runc create failed: unable to start container process: \
+             exec: \"/entrypoint.sh\": permission denied: unknown",
+            "error while mounting volume: connection reset by peer",
+        ] {
+            assert!(!runtime_hiccup(lasting), "{lasting}");
         }
     }
 

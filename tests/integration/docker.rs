@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::docker::{
-    FLAKY_RUNTIME, busybox, docker_ok as docker, engine, execs_still_to_fail, fail_next_execs,
+    FLAKY_RUNTIME, busybox, docker_ok as docker, engine, fail_next, failures_to_come,
 };
 use crate::common::*;
 
@@ -398,13 +398,13 @@ fn a_hook_the_container_runtime_could_not_start_is_run_again() {
     );
     let before = app.started_at();
     // runc under load: the first two execs never start their process.
-    fail_next_execs(&app.name, 2);
+    fail_next(&app.name, "exec", 2);
     let out = run(backup(&s, &label)
         .env("BACKUP_FILENAME", "hiccup.tar")
         .env("BACKUP_COMPRESSION", "none"));
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
-    assert_eq!(execs_still_to_fail(&app.name), 0);
+    assert_eq!(failures_to_come(&app.name, "exec"), 0);
     let retried = err
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("archive-pre hook in"))
@@ -436,7 +436,7 @@ fn a_hook_the_container_runtime_could_not_start_is_run_again() {
 
     // A runtime that keeps failing gives up within BACKUP_RETRY_TIMEOUT, before anything
     // stopped.
-    fail_next_execs(&app.name, 1000);
+    fail_next(&app.name, "exec", 1000);
     let before = app.started_at();
     let started = Instant::now();
     let out = run(backup(&s, &label)
@@ -456,9 +456,62 @@ fn a_hook_the_container_runtime_could_not_start_is_run_again() {
         )),
         "{err}"
     );
-    assert!(execs_still_to_fail(&app.name) < 1000, "it was tried");
+    assert!(failures_to_come(&app.name, "exec") < 1000, "it was tried");
     assert_eq!(app.started_at(), before, "nothing was stopped");
     assert!(!s.out.join("hiccup-2.tar").exists());
+}
+
+#[test]
+fn an_app_the_runtime_fails_to_start_again_is_started_on_a_later_attempt() {
+    let s = Setup::new();
+    let label = unique("restart");
+    let app = App::start_with(
+        "restart",
+        "app",
+        &s.src,
+        &[stop(&label)],
+        &["--runtime", FLAKY_RUNTIME],
+    );
+    let before = app.started_at();
+    // runc under load: the first two starts after the archive never start the process.
+    fail_next(&app.name, "create", 2);
+    let out = run(&mut backup(&s, &label));
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(app.running(), "{err}");
+    assert_ne!(
+        app.started_at(),
+        before,
+        "stopped for the archive, then started"
+    );
+    assert_eq!(failures_to_come(&app.name, "create"), 0);
+    let retried = err
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("starting container"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        retried.len(),
+        2,
+        "one WARN line per attempt tried again: {err}"
+    );
+    assert!(
+        retried[0].contains(&format!(
+            "[default] Docker: starting container {} again: ",
+            app.name
+        )) && retried[0].contains("OCI runtime create failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("started container {} again after", app.name)),
+        "{err}"
+    );
+    assert_eq!(s.archive_names().len(), 1);
+    let state = s.tmp.path().join("state");
+    assert_eq!(
+        fs::read_dir(&state).unwrap().count(),
+        0,
+        "the crash-safety state file is gone: all are running"
+    );
 }
 
 #[test]

@@ -34,26 +34,27 @@ pub fn docker_ok(args: &[&str]) -> String {
 /// registered by scripts/with-servers).
 pub const FLAKY_RUNTIME: &str = "dunnage-flaky";
 
-/// The fault file of `container` (run with [`FLAKY_RUNTIME`]): how many execs are still to
-/// fail.
-fn exec_faults(container: &str) -> std::path::PathBuf {
+/// The fault file of `container` (run with [`FLAKY_RUNTIME`]) for the runtime's `call`
+/// (`exec` or `create`): how many calls are still to fail.
+fn runtime_faults(container: &str, call: &str) -> std::path::PathBuf {
     let dir = std::env::var("DUNNAGE_TEST_RUNTIME_FAULTS").expect(
         "runtime fault tests need the engine scripts/with-servers starts (it has the \
          dunnage-flaky runtime)",
     );
     let id = docker_ok(&["inspect", "-f", "{{.Id}}", container]);
-    std::path::Path::new(&dir).join(id)
+    std::path::Path::new(&dir).join(format!("{id}.{call}"))
 }
 
-/// Makes the next `n` execs into `container` fail as runc does under load: the process
-/// never starts and `docker exec` ends with 126 and "OCI runtime exec failed".
-pub fn fail_next_execs(container: &str, n: u32) {
-    std::fs::write(exec_faults(container), n.to_string()).unwrap();
+/// Makes the next `n` execs into `container` (`call` = "exec"), or starts of it ("create"),
+/// fail as runc does under load: the process never starts and the engine answers "OCI
+/// runtime exec failed" (`docker exec` ends with 126) or "OCI runtime create failed".
+pub fn fail_next(container: &str, call: &str, n: u32) {
+    std::fs::write(runtime_faults(container, call), n.to_string()).unwrap();
 }
 
-/// How many of the failures [`fail_next_execs`] asked for are still to come.
-pub fn execs_still_to_fail(container: &str) -> u32 {
-    std::fs::read_to_string(exec_faults(container))
+/// How many of the failures [`fail_next`] asked for are still to come.
+pub fn failures_to_come(container: &str, call: &str) -> u32 {
+    std::fs::read_to_string(runtime_faults(container, call))
         .unwrap()
         .trim()
         .parse()
