@@ -50,8 +50,8 @@ pub struct DockerConfig {
     pub exec_forward_output: bool,
     /// `EXEC_TIMEOUT`: a hook running longer is killed and fails its phase.
     pub exec_timeout: Duration,
-    /// `BACKUP_RETRY_TIMEOUT`: how long a hook the container runtime could not start is
-    /// tried again.
+    /// `BACKUP_RETRY_TIMEOUT`: how long a hook the container runtime could not start, or a
+    /// container it could not start again, is tried again.
     pub retry: crate::net::RetryPolicy,
 }
 
