@@ -109,6 +109,13 @@ fn stop(label: &str) -> String {
     format!("docker-volume-backup.stop-during-backup={label}")
 }
 
+/// The WARN lines of `err` about attempts at `what` that are tried again.
+fn retried<'a>(err: &'a str, what: &str) -> Vec<&'a str> {
+    err.lines()
+        .filter(|l| l.contains("WARN") && l.contains(what))
+        .collect()
+}
+
 fn unique(test: &str) -> String {
     format!("{test}-{}", std::process::id())
 }
@@ -405,10 +412,7 @@ fn a_hook_the_container_runtime_could_not_start_is_run_again() {
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert_eq!(failures_to_come(&app.name, "exec"), 0);
-    let retried = err
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains("archive-pre hook in"))
-        .collect::<Vec<_>>();
+    let retried = retried(&err, "archive-pre hook in");
     assert_eq!(
         retried.len(),
         2,
@@ -485,10 +489,7 @@ fn an_app_the_runtime_fails_to_start_again_is_started_on_a_later_attempt() {
         "stopped for the archive, then started"
     );
     assert_eq!(failures_to_come(&app.name, "create"), 0);
-    let retried = err
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains("starting container"))
-        .collect::<Vec<_>>();
+    let retried = retried(&err, "starting container");
     assert_eq!(
         retried.len(),
         2,
