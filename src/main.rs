@@ -279,6 +279,7 @@ fn main() -> ExitCode {
             ));
             let profiles = commands::profiles::Profiles::new(env.clone(), configs);
             tokio::spawn(profiles.clone().watch(shutdown.clone()));
+            let mut api_server = None;
             if let Some(listen) = listen {
                 let api = std::sync::Arc::new(commands::serve::Api {
                     profiles: profiles.clone(),
@@ -288,16 +289,24 @@ fn main() -> ExitCode {
                     akeeba: commands::akeeba::Akeeba::new(profiles.clone(), runs.clone()),
                 });
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move {
+                api_server = Some(tokio::spawn(async move {
                     if let Err(e) = commands::serve::serve(listen, api, shutdown).await {
                         // The schedules go on: backups matter more than their dashboard.
                         tracing::error!("the API is off: {e}");
                     }
-                });
+                }));
             }
             let failed =
                 commands::scheduler::run_forever(profiles, runs.clone(), metrics, shutdown).await;
             runs.wait_idle(std::time::Duration::from_secs(30)).await;
+            // Answers being sent are finished and a unix socket file is removed.
+            if let Some(server) = api_server
+                && tokio::time::timeout(Duration::from_secs(5), server)
+                    .await
+                    .is_err()
+            {
+                tracing::warn!("the API did not finish its open requests within 5s");
+            }
             tracing::info!("scheduler stopped ({failed} failed run(s) since start)");
             ExitCode::SUCCESS
         }),

@@ -123,27 +123,44 @@ pub async fn serve(
                 .await
                 .map_err(|e| e.to_string())
         }
-        Listen::Unix(path) => {
-            // A socket file left by a process that died would make bind fail.
-            if std::fs::symlink_metadata(path)
-                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-            {
-                let _ = std::fs::remove_file(path);
-            }
-            let socket = tokio::net::UnixListener::bind(path).map_err(|e| {
-                format!(
-                    "DUNNAGE_API_LISTEN: cannot listen on {}: {e}",
-                    path.display()
-                )
-            })?;
-            tracing::info!("API listening on {listen}");
-            let served = axum::serve(socket, app)
-                .with_graceful_shutdown(stop)
-                .await
-                .map_err(|e| e.to_string());
-            let _ = std::fs::remove_file(path);
-            served
-        }
+        Listen::Unix(path) => serve_unix(path, app, stop).await,
+    }
+}
+
+/// Serves `app` on a unix socket at `path` until `stop`. The socket file is ours from bind
+/// on: it is removed when this ends, and also when it is dropped unfinished (the process
+/// ending before the server has wound down), so no stale file is left behind.
+async fn serve_unix(
+    path: &std::path::Path,
+    app: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    // A socket file left by a process that died would make bind fail.
+    if std::fs::symlink_metadata(path)
+        .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    let socket = tokio::net::UnixListener::bind(path).map_err(|e| {
+        format!(
+            "DUNNAGE_API_LISTEN: cannot listen on {}: {e}",
+            path.display()
+        )
+    })?;
+    let _remove_at_end = SocketFile(path.to_path_buf());
+    tracing::info!("API listening on unix:{}", path.display());
+    axum::serve(socket, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A socket file this process bound; dropping it removes the file.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -281,5 +298,30 @@ mod tests {
             let e = setting(bad).unwrap_err();
             assert!(e.contains("DUNNAGE_API_LISTEN") && e.contains(bad), "{e}");
         }
+    }
+
+    /// The CI flake: the process ended (its runtime shut down) before the server task had
+    /// seen the shutdown, and the socket file stayed behind.
+    #[test]
+    fn the_socket_file_is_removed_when_the_server_is_dropped_unfinished() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, mut rx) = watch::channel(false);
+        rt.block_on(async {
+            let app = Router::new().route("/healthz", get(healthz));
+            let stop = async move { shutdown_requested(&mut rx).await };
+            let socket = path.clone();
+            tokio::spawn(async move { serve_unix(&socket, app, stop).await });
+            while !path.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        });
+        tx.send(true).unwrap();
+        drop(rt);
+        assert!(!path.exists(), "the socket file is left behind");
     }
 }
