@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -103,14 +103,6 @@ fn scheduler(s: &Setup, listen: &str) -> (Child, KillOnPanic) {
     (child, guard)
 }
 
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The scheduler's log goes to a file: a pipe nobody reads would fill and block it.
 fn log_file(s: &Setup) -> fs::File {
     fs::OpenOptions::new()
@@ -133,25 +125,29 @@ fn metrics_count_successes_and_failures_and_the_last_success_survives_a_restart(
     fs::write(s.src.join("f.txt"), "x").unwrap();
     let port = free_port();
     let (child, _guard) = scheduler(&s, &port.to_string());
-    wait_for("a success and a failure in /metrics", || {
-        let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-            return false;
-        };
-        let (_, body) = get(stream, "/metrics");
-        let samples = parse(&body);
-        sample(
-            &samples,
-            "dunnage_runs_total",
-            &[("schedule", "good"), ("outcome", "success")],
-        )
-        .is_some()
-            && sample(
+    wait_for(
+        "a success and a failure in /metrics",
+        Duration::from_secs(60),
+        || {
+            let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                return false;
+            };
+            let (_, body) = get(stream, "/metrics");
+            let samples = parse(&body);
+            sample(
                 &samples,
                 "dunnage_runs_total",
-                &[("schedule", "broken"), ("outcome", "failure")],
+                &[("schedule", "good"), ("outcome", "success")],
             )
             .is_some()
-    });
+                && sample(
+                    &samples,
+                    "dunnage_runs_total",
+                    &[("schedule", "broken"), ("outcome", "failure")],
+                )
+                .is_some()
+        },
+    );
     assert_eq!(get_tcp(port, "/healthz"), (200, "ok\n".into()));
     let (status, body) = get_tcp(port, "/metrics");
     assert_eq!(status, 200);
@@ -218,7 +214,7 @@ fn metrics_count_successes_and_failures_and_the_last_success_survives_a_restart(
     fs::write(conf.join("good"), "BACKUP_CRON_EXPRESSION=0 0 1 1 *\n").unwrap();
     fs::remove_file(conf.join("broken")).unwrap();
     let (child, _guard) = scheduler_again(&s, port);
-    wait_for("the restarted API", || {
+    wait_for("the restarted API", Duration::from_secs(60), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     let samples = parse(&get_tcp(port, "/metrics").1);
@@ -258,7 +254,7 @@ fn the_api_listens_on_a_unix_socket_and_a_bad_address_is_refused() {
     fs::write(s.src.join("f.txt"), "x").unwrap();
     let socket = s.tmp.path().join("api.sock");
     let (child, _guard) = scheduler(&s, &format!("unix:{}", socket.display()));
-    wait_for("the socket", || socket.exists());
+    wait_for("the socket", Duration::from_secs(60), || socket.exists());
     let (status, body) = get(
         std::os::unix::net::UnixStream::connect(&socket).unwrap(),
         "/healthz",
@@ -334,7 +330,7 @@ fn api_scheduler(s: &Setup, port: u16, cron: &str, tokens: &str) -> (Child, Kill
         .spawn()
         .unwrap();
     let guard = KillOnPanic(child.id());
-    wait_for("the API", || {
+    wait_for("the API", Duration::from_secs(60), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     (child, guard)
@@ -611,7 +607,9 @@ fn healthcheck_says_whether_the_schedulers_api_answers() {
     );
     let child = scheduler_again(&s, port).0;
     let _guard = KillOnPanic(child.id());
-    wait_for("the API", || probe(Some(&port.to_string())) == Some(0));
+    wait_for("the API", Duration::from_secs(60), || {
+        probe(Some(&port.to_string())) == Some(0)
+    });
     stop(&s, child);
     assert_eq!(probe(Some(&port.to_string())), Some(1), "stopped");
 }

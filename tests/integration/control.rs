@@ -25,14 +25,6 @@ fn tokens() -> String {
     )
 }
 
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A profile file in conf.d.
 fn profile(s: &Setup, name: &str, text: &str) {
     let conf = s.tmp.path().join("conf.d");

@@ -69,12 +69,9 @@ fn round_trip_in_concurrent_chunks_with_429_5xx_and_an_expired_token() {
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     // Expire the token once the upload is under way.
-    for _ in 0..200 {
-        if fake.stats()["appends"].as_u64().unwrap_or(0) >= 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("the first append", Duration::from_secs(60), || {
+        fake.stats()["appends"].as_u64().unwrap_or(0) >= 1
+    });
     fake.control("expire", "{}");
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);

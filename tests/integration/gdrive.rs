@@ -102,12 +102,9 @@ fn round_trip_survives_an_expired_token_a_5xx_and_a_dropped_connection_mid_chunk
         .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     // The access token expires once the upload is under way: the next chunk gets a 401.
-    for _ in 0..500 {
-        if fake.stat("chunks") >= 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("the first chunk", Duration::from_secs(60), || {
+        fake.stat("chunks") >= 1
+    });
     fake.control("expire", "{}");
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);

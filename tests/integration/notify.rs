@@ -18,17 +18,21 @@ use crate::common::remote::env;
 use crate::common::*;
 use serde_json::{Value, json};
 
+/// Until a started receiver writes `file` (it listens); a minute, as Python's start-up can
+/// take seconds on a loaded host.
 fn wait_for(file: &Path, child: &mut Child) {
-    for _ in 0..200 {
-        if file.exists() {
-            return;
-        }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !file.exists() {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{} exited early: {status}", file.display());
         }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear",
+            file.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{} did not appear", file.display());
 }
 
 /// The recording HTTP(S) receiver.

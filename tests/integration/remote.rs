@@ -267,8 +267,9 @@ fn s3_over_tls_with_a_private_ca() {
         ca: Some(s.tmp.path().join("ca.pem")),
     };
     let url = format!("https://127.0.0.1:{port}");
+    // moto's imports alone take seconds on a loaded host.
     let mut ready = false;
-    for _ in 0..100 {
+    for _ in 0..600 {
         std::thread::sleep(Duration::from_millis(100));
         let ok = Command::new("curl")
             .args(["-sf", "--cacert"])

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a fake may take to listen.
+const READY_WITHIN: Duration = Duration::from_secs(60);
 
 pub struct FakeServer {
     child: Child,
@@ -21,24 +24,36 @@ impl FakeServer {
             .join("tests/servers")
             .join(script);
         let child = Command::new(python)
-            .arg(script)
+            .arg(&script)
             .arg(port.to_string())
             .arg(root)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        FakeServer {
+        let mut fake = FakeServer {
             child,
             port,
             root: root.to_owned(),
+        };
+        // Python's start-up (imports, the Drive fake's RSA key) can take seconds on a loaded
+        // host; a test that went on before the fake listens fails at its first request.
+        let deadline = Instant::now() + READY_WITHIN;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = fake.child.try_wait().unwrap() {
+                panic!(
+                    "the fake {} ended before it listened: {status}",
+                    script.display()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fake {} did not listen on {port} within {READY_WITHIN:?}",
+                script.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
+        fake
     }
 
     /// `POST /_fake/<route>` with a JSON body; its JSON answer.
@@ -53,12 +68,16 @@ impl FakeServer {
 
     fn curl(&self, args: &[&str], route: &str) -> serde_json::Value {
         let out = Command::new("curl")
-            .arg("-sf")
+            .arg("-sSf")
             .args(args)
             .arg(format!("http://127.0.0.1:{}/_fake/{route}", self.port))
             .output()
             .unwrap();
-        assert!(out.status.success(), "the fake refused {route}");
+        assert!(
+            out.status.success(),
+            "the fake refused {route}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     }
 

@@ -24,6 +24,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Checks `ready` until it holds; fails naming `what` after `limit`. Limits are generous: a
+/// loaded host is slow, and only a broken one waits them out.
+pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
