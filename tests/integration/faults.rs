@@ -15,26 +15,70 @@ fn sparse(path: &Path, size: u64) {
     fs::File::create(path).unwrap().set_len(size).unwrap();
 }
 
-/// Waits until process `pid` has `target` open (it is being read right now).
-fn wait_until_open(child: &mut Child, target: &Path) {
-    let fds = format!("/proc/{}/fd", child.id());
+/// Where `pid` is in reading `target`: the read position of a descriptor it holds on it.
+fn read_position(pid: u32, target: &Path) -> Option<u64> {
+    let entries = fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    entries.filter_map(Result::ok).find_map(|e| {
+        if fs::read_link(e.path()).ok()? != target {
+            return None;
+        }
+        let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", e.file_name().to_str()?));
+        info.ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("pos:"))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Whether every thread of `pid` is stopped.
+fn all_stopped(pid: u32) -> bool {
+    fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+        tasks.filter_map(Result::ok).all(|t| {
+            fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                // The state follows the command name in parentheses.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            })
+        })
+    })
+}
+
+/// Stops dunnage (SIGSTOP) in the middle of reading `target`: open and read short of `size`,
+/// checked again once it is stopped, so a change made now is one it meets. Seeing the file
+/// open is not enough: on a loaded host dunnage may read to its end before the change.
+fn stop_while_reading(child: &mut Child, target: &Path, size: u64) {
+    use nix::sys::signal::{Signal, kill};
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok(entries) = fs::read_dir(&fds) {
-            if entries
-                .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
-                .any(|p| p == target)
-            {
+    loop {
+        if read_position(child.id(), target).is_some_and(|p| p < size) {
+            kill(pid, Signal::SIGSTOP).unwrap();
+            while !all_stopped(child.id()) {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            if read_position(child.id(), target).is_some_and(|p| p < size) {
                 return;
             }
+            kill(pid, Signal::SIGCONT).unwrap();
         }
         assert!(
             child.try_wait().unwrap().is_none(),
-            "dunnage ended before opening {target:?}"
+            "dunnage read {target:?} to its end before it could be stopped there"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "dunnage never read {}",
+            target.display()
         );
         std::thread::sleep(Duration::from_micros(200));
     }
-    panic!("dunnage never opened {}", target.display());
+}
+
+fn resume(child: &Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
 }
 
 #[test]
@@ -60,7 +104,7 @@ fn files_that_change_or_vanish_while_read_are_warnings_and_the_archive_stays_val
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until_open(&mut child, &shrinks);
+    stop_while_reading(&mut child, &shrinks, GIB);
     fs::OpenOptions::new()
         .write(true)
         .open(&shrinks)
@@ -68,13 +112,15 @@ fn files_that_change_or_vanish_while_read_are_warnings_and_the_archive_stays_val
         .set_len(4096)
         .unwrap();
     fs::remove_file(&vanishes).unwrap();
-    wait_until_open(&mut child, &grows);
+    resume(&child);
+    stop_while_reading(&mut child, &grows, GIB);
     fs::OpenOptions::new()
         .write(true)
         .open(&grows)
         .unwrap()
         .set_len(GIB + 10)
         .unwrap();
+    resume(&child);
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     eprintln!("{err}");
