@@ -134,6 +134,8 @@ fn the_no_restart_label_defaults_to_true_as_in_the_reference() {
     let mut cmd = s.backup();
     cmd.env("DOCKER_HOST", engine())
         .env("BACKUP_STOP_DURING_BACKUP_LABEL", unique("norestart"))
+        // Not the hooks of other tests' containers on the shared engine.
+        .env("EXEC_LABEL", unique("norestart"))
         .env("BACKUP_STATE_DIR", s.tmp.path().join("state"))
         .env("BACKUP_STOP_TIMEOUT", "1s");
     let out = run(&mut cmd);

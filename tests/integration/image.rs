@@ -261,6 +261,10 @@ fn a_sidecar_killed_mid_backup_brings_the_app_back_when_it_is_started_again() {
             &format!("{archive}:/archive"),
             "-e",
             &format!("BACKUP_STOP_DURING_BACKUP_LABEL={label}"),
+            // Without it the sidecar runs the hooks of every container on the shared test
+            // engine, other tests' apps included, even as those are being stopped.
+            "-e",
+            &format!("EXEC_LABEL={label}"),
             "-e",
             "BACKUP_COMPRESSION=zst",
         ]
