@@ -100,6 +100,9 @@ fn the_image_as_a_sidecar_stops_the_app_runs_its_hook_and_starts_it_again() {
         &format!("BACKUP_STOP_DURING_BACKUP_LABEL={label}"),
         "-e",
         &format!("EXEC_LABEL={label}"),
+        // Unset, it means `true`: other tests' containers labeled so on the shared engine.
+        "-e",
+        &format!("BACKUP_STOP_DURING_BACKUP_NO_RESTART_LABEL={label}-keep-down"),
         "-e",
         "BACKUP_COMPRESSION=zst",
         "-e",
@@ -265,6 +268,8 @@ fn a_sidecar_killed_mid_backup_brings_the_app_back_when_it_is_started_again() {
             // engine, other tests' apps included, even as those are being stopped.
             "-e",
             &format!("EXEC_LABEL={label}"),
+            "-e",
+            &format!("BACKUP_STOP_DURING_BACKUP_NO_RESTART_LABEL={label}-keep-down"),
             "-e",
             "BACKUP_COMPRESSION=zst",
         ]
