@@ -491,12 +491,13 @@ impl Engine {
             .map_err(|e| fail(format!("exit code unknown: {e}"), &output))?;
         match inspect.exit_code {
             Some(0) => Ok(()),
-            // The watchdog's `kill -9`, or else something else's: the kernel's OOM killer
-            // (a memory-limited container), or a person.
+            // The watchdog's `kill -9`, or else something else's: the container stopping
+            // meanwhile (its processes go with it), the kernel's OOM killer (a
+            // memory-limited container), or a person.
             Some(137) if started.elapsed() >= watchdog => Err(fail(timed_out(), &output)),
             Some(137) => Err(fail(
-                "was killed (SIGKILL) before EXEC_TIMEOUT: out of memory in the container, \
-                 or killed by hand"
+                "was killed (SIGKILL) before EXEC_TIMEOUT: its container stopped meanwhile, \
+                 ran out of memory, or something killed it"
                     .into(),
                 &output,
             )),
