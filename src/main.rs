@@ -300,12 +300,11 @@ fn main() -> ExitCode {
                 commands::scheduler::run_forever(profiles, runs.clone(), metrics, shutdown).await;
             runs.wait_idle(std::time::Duration::from_secs(30)).await;
             // Answers being sent are finished and a unix socket file is removed.
+            const API_WIND_DOWN: Duration = Duration::from_secs(5);
             if let Some(server) = api_server
-                && tokio::time::timeout(Duration::from_secs(5), server)
-                    .await
-                    .is_err()
+                && tokio::time::timeout(API_WIND_DOWN, server).await.is_err()
             {
-                tracing::warn!("the API did not finish its open requests within 5s");
+                tracing::warn!("the API did not finish its open requests within {API_WIND_DOWN:?}");
             }
             tracing::info!("scheduler stopped ({failed} failed run(s) since start)");
             ExitCode::SUCCESS

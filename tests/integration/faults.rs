@@ -49,19 +49,18 @@ fn all_stopped(pid: u32) -> bool {
 /// checked again once it is stopped, so a change made now is one it meets. Seeing the file
 /// open is not enough: on a loaded host dunnage may read to its end before the change.
 fn stop_while_reading(child: &mut Child, target: &Path, size: u64) {
-    use nix::sys::signal::{Signal, kill};
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    use nix::sys::signal::Signal;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if read_position(child.id(), target).is_some_and(|p| p < size) {
-            kill(pid, Signal::SIGSTOP).unwrap();
+            signal(child, Signal::SIGSTOP);
             while !all_stopped(child.id()) {
                 std::thread::sleep(Duration::from_micros(200));
             }
             if read_position(child.id(), target).is_some_and(|p| p < size) {
                 return;
             }
-            kill(pid, Signal::SIGCONT).unwrap();
+            signal(child, Signal::SIGCONT);
         }
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -74,11 +73,6 @@ fn stop_while_reading(child: &mut Child, target: &Path, size: u64) {
         );
         std::thread::sleep(Duration::from_micros(200));
     }
-}
-
-fn resume(child: &Child) {
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
 }
 
 #[test]
@@ -112,7 +106,7 @@ fn files_that_change_or_vanish_while_read_are_warnings_and_the_archive_stays_val
         .set_len(4096)
         .unwrap();
     fs::remove_file(&vanishes).unwrap();
-    resume(&child);
+    signal(&child, nix::sys::signal::Signal::SIGCONT);
     stop_while_reading(&mut child, &grows, GIB);
     fs::OpenOptions::new()
         .write(true)
@@ -120,7 +114,7 @@ fn files_that_change_or_vanish_while_read_are_warnings_and_the_archive_stays_val
         .unwrap()
         .set_len(GIB + 10)
         .unwrap();
-    resume(&child);
+    signal(&child, nix::sys::signal::Signal::SIGCONT);
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     eprintln!("{err}");

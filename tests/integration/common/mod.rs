@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
@@ -27,12 +27,9 @@ pub fn free_port() -> u16 {
 /// Checks `ready` until it holds; fails naming `what` after `limit`. Limits are generous: a
 /// loaded host is slow, and only a broken one waits them out.
 pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + limit;
+    let deadline = Instant::now() + limit;
     while !ready() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
